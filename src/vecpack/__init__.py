@@ -1,0 +1,40 @@
+"""vecpack: a compression-first embedded vector database.
+
+>>> import vecpack, numpy as np
+>>> db = vecpack.connect()                       # a temporary database; pass a folder to keep it
+>>> col = db.create_collection("docs", dim=3, metric="cosine", codec="float32")
+>>> col.add(ids=["a", "b"], vectors=np.array([[1, 0, 0], [0, 1, 0]]), metadata=[{"year": 2020}, None])
+>>> [(h.id, round(h.score, 3)) for h in col.search([1, 0.1, 0], k=2)]
+[('a', 0.995), ('b', 0.1)]
+"""
+
+from vecpack.collection import Collection, Hit, Record
+from vecpack.db import Database, connect
+from vecpack.errors import (
+    ClosedError,
+    Conflict,
+    CorruptData,
+    DimensionMismatch,
+    InvalidInput,
+    NotFound,
+    UnknownSpec,
+    VecpackError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ClosedError",
+    "Collection",
+    "Conflict",
+    "CorruptData",
+    "Database",
+    "DimensionMismatch",
+    "Hit",
+    "InvalidInput",
+    "NotFound",
+    "Record",
+    "UnknownSpec",
+    "VecpackError",
+    "connect",
+]

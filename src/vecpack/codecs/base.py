@@ -1,0 +1,154 @@
+"""The codec contract, and the scorer every reconstructing codec gets for free.
+
+Metric inside codecs is ``"ip"`` or ``"l2"``: a cosine collection hands its
+codec unit-normalised vectors and an ``"ip"`` metric. Scores are estimates of
+the similarity, larger is better: ``<q, x>`` for ip, ``-||q - x||^2`` for l2.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import numpy as np
+
+from vecpack.errors import InvalidInput
+from vecpack.kernels.topk import merge_scores
+
+
+class Scorer(ABC):
+    """Prepared queries, ready to be scored against code rows."""
+
+    @abstractmethod
+    def scan(
+        self,
+        codes: np.ndarray,
+        row0: int,
+        live: np.ndarray,
+        heap_s: np.ndarray,
+        heap_r: np.ndarray,
+    ) -> None:
+        """Score code rows and merge them into the queries' top-k heaps.
+
+        Parameters
+        ----------
+        codes : uint8 (b, code_size), rows ``row0 .. row0 + b - 1``.
+        live : uint8 (b,), 0 for deleted rows (never returned).
+        heap_s, heap_r : float32 / int64 (m, k) heaps, updated in place.
+        """
+
+
+class DecodeScorer(Scorer):
+    """Decode a block of codes to float32, then score it with one matrix product.
+
+    For a batch of queries the product runs at BLAS speed and the decode is
+    paid once per block for all queries, so this is also the fast path for
+    reconstructing codecs (float16, int8, PQ) on batches.
+    """
+
+    block_rows = 2048
+
+    def __init__(self, codec: Codec, q: np.ndarray) -> None:
+        self.codec = codec
+        self.q = q
+        self.q_sq = np.einsum("ij,ij->i", q, q) if codec.metric == "l2" else None
+
+    def scan(self, codes, row0, live, heap_s, heap_r) -> None:
+        for a in range(0, codes.shape[0], self.block_rows):
+            b = min(a + self.block_rows, codes.shape[0])
+            xb = self.codec.decode(codes[a:b])
+            s = block_scores(self.q, xb, self.q_sq)
+            merge_scores(s, row0 + a, live[a:b], heap_s, heap_r)
+
+
+def block_scores(q: np.ndarray, xb: np.ndarray, q_sq: np.ndarray | None) -> np.ndarray:
+    """Similarities float32 (m, b) of queries q (m, d) to rows xb (b, d): ip, or -squared L2 when q_sq is given."""
+    s = q @ xb.T
+    if q_sq is not None:
+        s *= 2.0
+        s -= np.einsum("ij,ij->i", xb, xb)[None, :]
+        s -= q_sq[:, None]
+    return s
+
+
+class Codec(ABC):
+    """Turns float32 vectors (n, dim) into uint8 codes (n, code_size) and back.
+
+    Lifecycle: construct from a spec, ``fit`` on a sample, then ``encode``
+    batches; ``state()``/``set_state()`` round-trip the trained parameters.
+    """
+
+    family: ClassVar[str]
+    #: fewest rows ``fit`` accepts
+    min_train_rows: ClassVar[int] = 1
+    #: True when scores are exact, so re-ranking with float32 adds nothing
+    exact: ClassVar[bool] = False
+
+    def __init__(self, dim: int, metric: str, spec: str) -> None:
+        if metric not in ("ip", "l2"):
+            raise InvalidInput(f"codec metric must be 'ip' or 'l2', got {metric!r}")
+        self.dim = dim
+        self.metric = metric
+        self.spec = spec
+        self.trained = False
+
+    @property
+    @abstractmethod
+    def code_size(self) -> int:
+        """Bytes per encoded vector."""
+
+    def fit(self, x: np.ndarray) -> Codec:
+        """Learn parameters from a float32 sample (n, dim); returns self."""
+        x = self._check_input(x)
+        if x.shape[0] < self.min_train_rows:
+            raise InvalidInput(
+                f"codec {self.spec!r} needs at least {self.min_train_rows} training vectors, got {x.shape[0]}"
+            )
+        self._fit(x)
+        self.trained = True
+        return self
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        """Codes uint8 (n, code_size) of float32 vectors (n, dim)."""
+        self._require_trained()
+        return self._encode(self._check_input(x))
+
+    @abstractmethod
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """Float32 reconstructions (n, dim) of codes (n, code_size)."""
+
+    def scorer(self, q: np.ndarray) -> Scorer:
+        """A scorer for float32 queries q (m, dim) (already normalised for cosine)."""
+        self._require_trained()
+        return DecodeScorer(self, q)
+
+    def default_rerank(self, k: int) -> int:
+        """How many candidates to re-score with float32 vectors by default (0 = none)."""
+        return 0
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Trained parameters as named arrays (empty for parameter-free codecs)."""
+        return {}
+
+    def set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restore parameters produced by ``state()``."""
+        self.trained = True
+
+    def _fit(self, x: np.ndarray) -> None:
+        """Codec-specific training; the default codec has nothing to learn."""
+
+    @abstractmethod
+    def _encode(self, x: np.ndarray) -> np.ndarray: ...
+
+    def _require_trained(self) -> None:
+        if not self.trained:
+            raise InvalidInput(f"codec {self.spec!r} is not trained: call fit() first")
+
+    def _check_input(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise InvalidInput(f"codec {self.spec!r} expects shape (n, {self.dim}), got {x.shape}")
+        return x
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec!r}, dim={self.dim}, metric={self.metric!r})"

@@ -1,0 +1,80 @@
+"""Scalar codecs: float32 (exact), float16, and int8 with a per-dimension range."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vecpack.codecs.base import Codec
+from vecpack.errors import InvalidInput
+from vecpack.kernels.scalar import u8_decode, u8_encode
+
+
+class Float32Codec(Codec):
+    """Exact float32 storage: the quality reference (4 bytes per dimension)."""
+
+    family = "float32"
+    exact = True
+
+    @property
+    def code_size(self) -> int:
+        return 4 * self.dim
+
+    def _encode(self, x):
+        return x.view(np.uint8).reshape(x.shape[0], self.code_size).copy()
+
+    def decode(self, codes):
+        return np.ascontiguousarray(codes).view(np.float32)
+
+
+class Float16Codec(Codec):
+    """IEEE half precision: 2 bytes per dimension, near-lossless for unit vectors."""
+
+    family = "float16"
+
+    @property
+    def code_size(self) -> int:
+        return 2 * self.dim
+
+    def _encode(self, x):
+        if np.abs(x).max(initial=0.0) > 65504.0:
+            raise InvalidInput("float16 codec: a value exceeds float16's range (65504)")
+        return x.astype(np.float16).view(np.uint8).reshape(x.shape[0], self.code_size)
+
+    def decode(self, codes):
+        return np.ascontiguousarray(codes).view(np.float16).astype(np.float32)
+
+
+class Int8Codec(Codec):
+    """8 bits per dimension: x ~ lo[j] + step[j] * code, lo/step learned per dimension.
+
+    The range is the sample's min..max per dimension; values outside it at
+    encode time are clamped.
+    """
+
+    family = "int8"
+
+    @property
+    def code_size(self) -> int:
+        return self.dim
+
+    def _fit(self, x):
+        lo = x.min(axis=0)
+        hi = x.max(axis=0)
+        step = (hi - lo) / 255.0
+        step[step <= 0] = 1.0
+        self.lo = lo.astype(np.float32)
+        self.step = step.astype(np.float32)
+
+    def _encode(self, x):
+        return u8_encode(x, self.lo, (1.0 / self.step).astype(np.float32))
+
+    def decode(self, codes):
+        return u8_decode(np.ascontiguousarray(codes), self.lo, self.step)
+
+    def state(self):
+        return {"lo": self.lo, "step": self.step}
+
+    def set_state(self, arrays):
+        self.lo = np.ascontiguousarray(arrays["lo"], dtype=np.float32)
+        self.step = np.ascontiguousarray(arrays["step"], dtype=np.float32)
+        self.trained = True

@@ -1,0 +1,469 @@
+"""A collection: ids + float32 vectors + JSON metadata, searched through compressed codes.
+
+Files in the collection's folder:
+
+- ``catalog.sqlite``: ids, metadata, tombstones, checksums, counters (the commit point).
+- ``vectors.f32``: every vector ever written, float32, append-only; read via mmap.
+- ``codes.bin``: codes of the sealed rows ``0 .. sealed_rows-1`` (derived data).
+- ``codec.npz``: the trained codec (derived data).
+
+Rows ``sealed_rows .. n_rows-1`` form the growing segment, scanned exactly;
+``optimize()`` (or crossing ``seal_rows`` growing rows) seals them into codes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vecpack import validate
+from vecpack.codecs import Codec, load_codec, make_codec, save_codec
+from vecpack.errors import ClosedError, Conflict, CorruptData, InvalidInput, NotFound
+from vecpack.index.flat import scan_codes, scan_exact
+from vecpack.kernels.exact import COSINE, IP, L2, rescore
+from vecpack.kernels.topk import merge_candidates, new_heaps, sort_heaps
+from vecpack.storage.catalog import Catalog
+from vecpack.storage.rowfile import RowFile
+
+VECTORS_MAGIC = b"VPKVEC01"
+CODES_MAGIC = b"VPKCODE1"
+DEFAULT_SEAL_ROWS = 16384
+TRAIN_ROWS = 65536
+ENCODE_CHUNK = 65536
+RELEASE_PAGES_BYTES = 64 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One search result: ``score`` is cosine similarity, inner product or L2 distance."""
+
+    id: str
+    score: float
+    metadata: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A stored record as returned by ``Collection.get``."""
+
+    id: str
+    vector: np.ndarray
+    metadata: dict[str, Any] | None
+
+
+class Collection:
+    """A durable set of (id, vector, metadata) records with compressed search.
+
+    Open collections through ``Database.create_collection`` / ``get_collection``.
+    Every write is atomic and durable when the call returns.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        self._catalog = Catalog(self.path / "catalog.sqlite")
+        self._closed = False
+        self._pending: dict[str, Any] = {}
+        try:
+            meta = self._catalog.all_meta()
+            self.name: str = meta["name"]
+            self.dim: int = meta["dim"]
+            self.metric: str = meta["metric"]
+            self.seal_rows: int = meta["seal_rows"]
+            self._codec: Codec = make_codec(meta["codec"], self.dim, "l2" if self.metric == "l2" else "ip")
+            self._vectors = RowFile(self.path / "vectors.f32", VECTORS_MAGIC, 4 * self.dim)
+            self._codes = RowFile(self.path / "codes.bin", CODES_MAGIC, self._codec.code_size)
+            self._load_state()
+        except BaseException:
+            self._catalog.close()
+            raise
+
+    # -- creation and state ---------------------------------------------------------
+    @classmethod
+    def create(cls, path: Path, name: str, dim: int, metric: str, codec: str, seal_rows: int) -> Collection:
+        """Write a new, empty collection into the (new, empty) folder ``path`` and open it."""
+        code_size = make_codec(codec, dim, "l2" if metric == "l2" else "ip").code_size
+        catalog = Catalog(
+            path / "catalog.sqlite",
+            create=True,
+            meta={"name": name, "dim": dim, "metric": metric, "codec": codec, "seal_rows": seal_rows,
+                  "n_rows": 0, "sealed_rows": 0, "codec_crc": None},
+        )
+        catalog.close()
+        RowFile(path / "vectors.f32", VECTORS_MAGIC, 4 * dim, create=True).close()
+        RowFile(path / "codes.bin", CODES_MAGIC, code_size, create=True).close()
+        return cls(path)
+
+    def _load_state(self) -> None:
+        """(Re)read counters, tombstones and the codec from disk, verifying sizes and tail checksums."""
+        meta = self._catalog.all_meta()
+        n_rows, sealed = meta["n_rows"], meta["sealed_rows"]
+        self._vectors.check(n_rows)
+        self._codes.check(sealed)
+        self._verify_tail("batches", self._vectors)
+        self._verify_tail("segments", self._codes)
+        if meta["codec_crc"] is not None:
+            try:
+                blob = (self.path / "codec.npz").read_bytes()
+            except FileNotFoundError as exc:
+                raise CorruptData(f"{self.path / 'codec.npz'}: missing, but the catalog has a trained codec") from exc
+            if zlib.crc32(blob) != meta["codec_crc"]:
+                raise CorruptData(f"{self.path / 'codec.npz'}: checksum mismatch")
+            self._codec = load_codec(blob)
+        live = np.ones(max(n_rows, 1024), dtype=np.uint8)
+        live[n_rows:] = 0
+        live[self._catalog.tombstones()] = 0
+        self._live = live
+        self._n_rows, self._sealed = n_rows, sealed
+        self._n_live = self._catalog.count()
+        self._data_version = self._catalog.data_version()
+
+    def _verify_tail(self, table: str, rows: RowFile) -> None:
+        last = self._catalog.last_range(table)
+        if last is not None and rows.crc(last[0], last[1]) != last[2]:
+            raise CorruptData(f"{rows.path}: checksum mismatch in rows {last[0]}..{last[0] + last[1] - 1}")
+
+    def _refresh(self) -> None:
+        """Reload state if another process committed since we last looked."""
+        if self._closed:
+            raise ClosedError(f"collection {self.name!r} is closed")
+        if self._catalog.data_version() != self._data_version:
+            self._load_state()
+
+    # -- writes -----------------------------------------------------------------------
+    def add(self, ids: Any, vectors: Any, metadata: Any = None) -> None:
+        """Insert new records; fails with ``Conflict`` (adding nothing) if any id exists.
+
+        Parameters
+        ----------
+        ids : list of str or int, unique within the call.
+        vectors : float32-convertible (n, dim), finite.
+        metadata : optional list of dict (JSON-serialisable) or None, one per id.
+
+        Examples
+        --------
+        >>> import vecpack, numpy as np
+        >>> col = vecpack.connect().create_collection("docs", dim=3, metric="cosine", codec="float32")
+        >>> col.add(ids=["a", 7], vectors=np.eye(3)[:2], metadata=[{"year": 2020}, None])
+        >>> len(col)
+        2
+        """
+        ids, x, meta = self._check_batch(ids, vectors, metadata)
+        with self._write():
+            existing = self._catalog.rows_of(ids)
+            if existing:
+                raise Conflict(f"ids already exist: {sorted(existing)[:5]} (use upsert to replace)")
+            self._append(ids, x, meta)
+        self._maybe_seal()
+
+    def upsert(self, ids: Any, vectors: Any, metadata: Any = None) -> None:
+        """Insert records, replacing the vector and metadata of ids that already exist."""
+        ids, x, meta = self._check_batch(ids, vectors, metadata)
+        with self._write():
+            existing = self._catalog.rows_of(ids)
+            if existing:
+                self._delete_rows(list(existing.values()))
+            self._append(ids, x, meta)
+        self._maybe_seal()
+
+    def delete(self, ids: Any) -> None:
+        """Delete records; fails with ``NotFound`` (deleting nothing) if any id is unknown."""
+        ids = validate.ids(ids)
+        with self._write():
+            rows = self._catalog.rows_of(ids)
+            missing = [i for i in ids if i not in rows]
+            if missing:
+                raise NotFound(_unknown_ids(missing))
+            self._delete_rows(list(rows.values()))
+
+    def optimize(self) -> None:
+        """Seal every growing row into codes (training the codec on first use)."""
+        with self._lock:
+            self._refresh()
+            self._seal()
+
+    def _check_batch(self, ids: Any, vectors: Any, metadata: Any) -> tuple[list[str], np.ndarray, list[str | None]]:
+        ids = validate.ids(ids)
+        x = validate.vectors(vectors, self.dim, len(ids))
+        return ids, x, validate.metadata(metadata, len(ids))
+
+    class _WriteTxn:
+        """Collection lock + catalog transaction; in-memory state changes only after COMMIT."""
+
+        def __init__(self, col: Collection) -> None:
+            self.col = col
+
+        def __enter__(self) -> None:
+            col = self.col
+            col._lock.acquire()
+            try:
+                col._refresh()
+                self.txn = col._catalog.transaction()
+                self.txn.__enter__()
+                col._refresh()  # another process may have committed before we took the write lock
+                col._pending = {"deleted": [], "added": 0, "codec": None}
+            except BaseException:
+                col._lock.release()
+                raise
+
+        def __exit__(self, *exc: Any) -> None:
+            col = self.col
+            try:
+                self.txn.__exit__(*exc)
+                if exc[0] is None:
+                    col._apply(**col._pending)
+            finally:
+                col._pending = {}
+                col._lock.release()
+
+    def _write(self) -> Collection._WriteTxn:
+        return Collection._WriteTxn(self)
+
+    def _append(self, ids: list[str], x: np.ndarray, meta: list[str | None]) -> None:
+        """Inside a write transaction: write vectors past the committed end, then record them."""
+        row0 = self._catalog.get_meta("n_rows")
+        crc = self._vectors.write(row0, x)
+        self._catalog.insert_records(row0, ids, meta)
+        self._catalog.add_range("batches", row0, len(ids), crc)
+        self._catalog.set_meta(n_rows=row0 + len(ids))
+        self._pending["added"] += len(ids)
+
+    def _delete_rows(self, rows: list[int]) -> None:
+        """Inside a write transaction: tombstone live rows."""
+        self._catalog.delete_rows(rows)
+        self._pending["deleted"].extend(rows)
+
+    def _apply(self, deleted: list[int], added: int, codec: Codec | None) -> None:
+        """After a commit: bring counters, the live mask and the codec in line with the catalog."""
+        n_rows = self._catalog.get_meta("n_rows")
+        if n_rows > self._live.shape[0]:
+            grown = np.zeros(max(n_rows, 2 * self._live.shape[0]), dtype=np.uint8)
+            grown[: self._live.shape[0]] = self._live
+            self._live = grown
+        self._live[self._n_rows : n_rows] = 1
+        self._live[deleted] = 0
+        self._n_rows = n_rows
+        self._n_live += added - len(deleted)
+        self._sealed = self._catalog.get_meta("sealed_rows")
+        if codec is not None:
+            self._codec = codec
+        self._data_version = self._catalog.data_version()
+
+    # -- sealing --------------------------------------------------------------------
+    def _maybe_seal(self) -> None:
+        if self._n_rows - self._sealed >= self.seal_rows:
+            with self._lock:
+                self._seal()
+
+    def _seal(self) -> None:
+        """Encode rows sealed_rows..n_rows-1 into codes; train the codec first if needed."""
+        with self._write():
+            n_rows, sealed = self._catalog.get_meta("n_rows"), self._catalog.get_meta("sealed_rows")
+            if n_rows == sealed:
+                return
+            vectors = self._vectors.view(n_rows, np.float32)
+            if not self._codec.trained:
+                live_rows = np.flatnonzero(self._live[:n_rows])
+                if live_rows.size < self._codec.min_train_rows:
+                    return  # too few rows to train: stay exact for now
+                pick = np.random.default_rng(0).choice(live_rows, size=min(TRAIN_ROWS, live_rows.size), replace=False)
+                codec = make_codec(self._codec.spec, self.dim, self._codec.metric)
+                codec.fit(self._prepare(vectors[np.sort(pick)]))
+                blob = save_codec(codec)
+                _write_atomic(self.path / "codec.npz", blob)
+                self._catalog.set_meta(codec_crc=zlib.crc32(blob))
+                self._pending["codec"] = codec
+            else:
+                codec = self._codec
+            for a in range(sealed, n_rows, ENCODE_CHUNK):
+                b = min(a + ENCODE_CHUNK, n_rows)
+                crc = self._codes.write(a, codec.encode(self._prepare(vectors[a:b])))
+                self._catalog.add_range("segments", a, b - a, crc)
+            self._catalog.set_meta(sealed_rows=n_rows)
+
+    def _prepare(self, x: np.ndarray) -> np.ndarray:
+        """Vectors as the codec sees them: unit norm for cosine (zero vectors stay zero)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.metric != "cosine":
+            return x
+        norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+        return x / np.where(norms > 0, norms, 1.0)[:, None]
+
+    # -- reads ------------------------------------------------------------------------
+    def search(
+        self, q: Any, k: int = 10, *, rerank: int | None = None
+    ) -> list[Hit] | list[list[Hit]]:
+        """Nearest records to the query/queries, best first.
+
+        Parameters
+        ----------
+        q : (dim,) for one query, or (m, dim) for a batch.
+        k : results per query.
+        rerank : candidates re-scored with the float32 vectors; None = the codec's
+            default (0 for float32, int8 and float16; 10k for binary and PQ); 0 = off.
+
+        Returns
+        -------
+        list[Hit] for a 1-D query, else one list per query. Scores: cosine
+        similarity, inner product (descending) or L2 distance (ascending).
+        """
+        q, single = validate.queries(q, self.dim)
+        k = validate.positive_int(k, "k")
+        with self._lock:
+            self._refresh()
+            codec, n_rows, sealed = self._codec, self._n_rows, self._sealed
+            live = self._live[:n_rows]
+            vectors = self._vectors.view(n_rows, np.float32)
+            codes = self._codes.view(sealed)
+        if rerank is None:
+            rerank = codec.default_rerank(k)
+        rerank = validate.positive_int(rerank, "rerank", low=0, high=validate.MAX_K)
+        rerank = 0 if codec.exact or sealed == 0 else rerank
+        if self.metric == "cosine":
+            q = self._prepare(q)
+            if not np.any(q, axis=1).all():
+                raise InvalidInput("a zero query vector has no cosine similarity")
+        heaps = new_heaps(q.shape[0], max(k, rerank))
+        if sealed:
+            scan_codes(codec.scorer(q), codes, live[:sealed], heaps)
+        scan_exact(q, vectors[sealed:], sealed, live[sealed:], self.metric, heaps)
+        if rerank:
+            exact = rescore(vectors, q, heaps[1], {"ip": IP, "cosine": COSINE, "l2": L2}[self.metric])
+            cand_rows = heaps[1]
+            heaps = new_heaps(q.shape[0], k)
+            merge_candidates(exact, cand_rows, *heaps)
+            if vectors.nbytes > RELEASE_PAGES_BYTES:
+                self._vectors.release_pages()
+        sort_heaps(*heaps)
+        results = self._hits(heaps[0][:, :k], heaps[1][:, :k])
+        return results[0] if single else results
+
+    def _hits(self, scores: np.ndarray, rows: np.ndarray) -> list[list[Hit]]:
+        if self.metric == "l2":
+            scores = np.sqrt(np.maximum(-scores, 0.0))
+        with self._lock:
+            found = self._catalog.records_by_row(np.unique(rows[rows >= 0]).tolist())
+        out = []
+        for srow, rrow in zip(scores.tolist(), rows.tolist(), strict=True):
+            hits = []
+            for s, r in zip(srow, rrow, strict=True):
+                if r >= 0 and r in found:
+                    rid, meta = found[r]
+                    hits.append(Hit(rid, s, json.loads(meta) if meta is not None else None))
+            out.append(hits)
+        return out
+
+    def get(self, ids: Any) -> list[Record]:
+        """Records for ``ids`` in the given order; ``NotFound`` if any id is unknown."""
+        ids = validate.ids(ids, unique=False)
+        with self._lock:
+            self._refresh()
+            found = self._catalog.records_by_id(ids)
+            missing = [i for i in ids if i not in found]
+            if missing:
+                raise NotFound(_unknown_ids(missing))
+            vectors = self._vectors.view(self._n_rows, np.float32)
+            return [
+                Record(i, np.array(vectors[row]), json.loads(meta) if meta is not None else None)
+                for i in ids
+                for row, meta in [found[i]]
+            ]
+
+    def __contains__(self, id: object) -> bool:
+        """True if a record with this id (str or int) exists."""
+        key = validate.ids([id])[0]
+        with self._lock:
+            self._refresh()
+            return bool(self._catalog.rows_of([key]))
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._refresh()
+            return self._n_live
+
+    def stats(self) -> dict[str, Any]:
+        """Counts and sizes.
+
+        ``memory_bytes`` is what search keeps resident: codes of the sealed rows,
+        float32 rows of the growing segment, the live mask and codec parameters.
+        ``disk_bytes`` is the folder's size.
+        """
+        with self._lock:
+            self._refresh()
+            growing = self._n_rows - self._sealed
+            codec_bytes = sum(a.nbytes for a in self._codec.state().values()) if self._codec.trained else 0
+            return {
+                "name": self.name,
+                "n": self._n_live,
+                "dim": self.dim,
+                "metric": self.metric,
+                "codec": self._codec.spec,
+                "bytes_per_vector": self._codec.code_size,
+                "compression_ratio": 4 * self.dim / self._codec.code_size,
+                "rows": self._n_rows,
+                "sealed_rows": self._sealed,
+                "growing_rows": growing,
+                "memory_bytes": (
+                    self._sealed * self._codec.code_size + growing * 4 * self.dim + self._n_rows + codec_bytes
+                ),
+                "disk_bytes": sum(f.stat().st_size for f in self.path.iterdir() if f.is_file()),
+            }
+
+    def verify(self) -> None:
+        """Check every checksum of the vector log and the codes; raises CorruptData on a mismatch."""
+        with self._lock:
+            self._refresh()
+            for table, rows in (("batches", self._vectors), ("segments", self._codes)):
+                for row0, n, crc in self._catalog.ranges(table):
+                    if rows.crc(row0, n) != crc:
+                        raise CorruptData(f"{rows.path}: checksum mismatch in rows {row0}..{row0 + n - 1}")
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._vectors.close()
+            self._codes.close()
+            self._catalog.close()
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Collection({self.name!r}, dim={self.dim}, metric={self.metric!r}, codec={self._codec.spec!r})"
+
+
+def _unknown_ids(missing: list[str]) -> str:
+    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    return f"unknown ids: {missing[:5]}{more}"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` durably: write a temp file, fsync, rename, fsync the folder."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

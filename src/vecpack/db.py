@@ -1,0 +1,156 @@
+"""A database is a folder; each collection is a sub-folder with its own catalog and files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+from vecpack import validate
+from vecpack.codecs import make_codec
+from vecpack.collection import DEFAULT_SEAL_ROWS, Collection, fsync_dir
+from vecpack.errors import ClosedError, Conflict, NotFound
+
+
+def connect(path: str | os.PathLike[str] | None = None) -> Database:
+    """Open (creating if missing) the database in folder ``path``; no path = a temporary database.
+
+    Examples
+    --------
+    >>> import vecpack
+    >>> with vecpack.connect() as db:
+    ...     col = db.create_collection("docs", dim=4, codec="int8")
+    ...     db.list_collections()
+    ['docs']
+    """
+    return Database(path)
+
+
+class Database:
+    """Collections stored under one folder. Use ``connect()`` to open one."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="vecpack-") if path is None else None
+        self.path = Path(self._tmp.name if self._tmp else path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._open: dict[str, Collection] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        for leftover in self.path.glob(".tmp-*"):  # a create or drop cut short by a crash
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    def create_collection(
+        self,
+        name: str,
+        dim: int,
+        metric: str = "cosine",
+        codec: str = "int8",
+        *,
+        seal_rows: int = DEFAULT_SEAL_ROWS,
+        exist_ok: bool = False,
+    ) -> Collection:
+        """Create a collection.
+
+        Parameters
+        ----------
+        name : 1-64 letters, digits, '_', '-', '.'.
+        dim : vector dimension.
+        metric : "cosine" (default), "ip" or "l2".
+        codec : compression of the searched codes: "float32", "float16", "int8"
+            (default: 4x smaller, recall@10 ~0.99 without re-ranking), "binary" (32x,
+            re-ranks with float32), "pq<M>" (dim/M*... bytes: M bytes per vector).
+        seal_rows : growing rows that trigger automatic sealing into codes.
+        exist_ok : return the existing collection instead of raising Conflict.
+        """
+        name = validate.collection_name(name)
+        dim = validate.dimension(dim)
+        metric = validate.metric(metric)
+        spec = make_codec(codec, dim, "l2" if metric == "l2" else "ip").spec  # raises UnknownSpec early
+        seal_rows = validate.positive_int(seal_rows, "seal_rows", high=1 << 30)
+        with self._lock:
+            self._check_open()
+            final = self.path / name
+            if final.exists():
+                if exist_ok:
+                    return self._get(name)
+                raise Conflict(f"collection {name!r} already exists")
+            staging = self.path / f".tmp-{uuid.uuid4().hex}"
+            staging.mkdir()
+            try:
+                Collection.create(staging, name, dim, metric, spec, seal_rows).close()
+                fsync_dir(staging)
+                try:
+                    os.rename(staging, final)  # atomic; fails if another process created it first
+                except OSError as exc:
+                    raise Conflict(f"collection {name!r} already exists") from exc
+                fsync_dir(self.path)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            return self._get(name)
+
+    def get_collection(self, name: str) -> Collection:
+        """The collection ``name``; raises NotFound if it does not exist."""
+        name = validate.collection_name(name)
+        with self._lock:
+            self._check_open()
+            return self._get(name)
+
+    def _get(self, name: str) -> Collection:
+        col = self._open.get(name)
+        if col is None or col._closed:
+            if not (self.path / name / "catalog.sqlite").is_file():
+                raise NotFound(f"collection {name!r} does not exist")
+            col = self._open[name] = Collection(self.path / name)
+        return col
+
+    def list_collections(self) -> list[str]:
+        """Names of all collections, sorted."""
+        self._check_open()
+        return sorted(
+            p.name for p in self.path.iterdir() if not p.name.startswith(".") and (p / "catalog.sqlite").is_file()
+        )
+
+    def drop_collection(self, name: str) -> None:
+        """Delete a collection and its files; raises NotFound if it does not exist."""
+        name = validate.collection_name(name)
+        with self._lock:
+            self._check_open()
+            final = self.path / name
+            if not (final / "catalog.sqlite").is_file():
+                raise NotFound(f"collection {name!r} does not exist")
+            col = self._open.pop(name, None)
+            if col is not None:
+                col.close()
+            trash = self.path / f".tmp-{uuid.uuid4().hex}"
+            os.rename(final, trash)  # atomic: the collection is gone in one step
+            fsync_dir(self.path)
+            shutil.rmtree(trash, ignore_errors=True)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("database is closed")
+
+    def close(self) -> None:
+        """Close every open collection (and delete a temporary database)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for col in self._open.values():
+                col.close()
+            self._open.clear()
+            if self._tmp is not None:
+                self._tmp.cleanup()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Database({str(self.path)!r})"

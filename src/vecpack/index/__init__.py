@@ -1,0 +1,1 @@
+"""Index structures: map row numbers to row numbers, seeing vectors only through codecs."""

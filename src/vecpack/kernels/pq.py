@@ -1,0 +1,64 @@
+"""Product quantisation: per-subspace nearest-centroid encoding and table lookups."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from vecpack.kernels.topk import heap_replace_top
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def pq_encode(x, centroids):
+    """Codes uint8 (n, M): nearest of the K <= 256 centroids (M, K, ds) in each subspace of x (n, M*ds)."""
+    n = x.shape[0]
+    n_sub, k, ds = centroids.shape
+    codes = np.empty((n, n_sub), dtype=np.uint8)
+    for i in prange(n):
+        for m in range(n_sub):
+            base = m * ds
+            best = np.inf
+            arg = 0
+            for c in range(k):
+                dd = np.float32(0.0)
+                for j in range(ds):
+                    diff = x[i, base + j] - centroids[m, c, j]
+                    dd += diff * diff
+                if dd < best:
+                    best = dd
+                    arg = c
+            codes[i, m] = arg
+    return codes
+
+
+@njit(cache=True, parallel=True)
+def pq_decode(codes, centroids):
+    """Float32 (n, M*ds) reconstructions of codes uint8 (n, M)."""
+    n, n_sub = codes.shape
+    ds = centroids.shape[2]
+    out = np.empty((n, n_sub * ds), dtype=np.float32)
+    for i in prange(n):
+        for m in range(n_sub):
+            c = codes[i, m]
+            for j in range(ds):
+                out[i, m * ds + j] = centroids[m, c, j]
+    return out
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def lut_scan(codes, row0, live, luts, bias, heap_s, heap_r):
+    """Score codes uint8 (n, M) with lookup tables float32 (m, M, 256) plus bias (m,); merge into heaps."""
+    n, n_sub = codes.shape
+    m = luts.shape[0]
+    for i in prange(m):
+        lut = luts[i]
+        hs = heap_s[i]
+        hr = heap_r[i]
+        for r in range(n):
+            if live[r] == 0:
+                continue
+            s = bias[i]
+            for j in range(n_sub):
+                s += lut[j, codes[r, j]]
+            if s > hs[0]:
+                heap_replace_top(hs, hr, s, row0 + r)

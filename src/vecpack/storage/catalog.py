@@ -1,0 +1,148 @@
+"""The collection catalog: one SQLite database (WAL, synchronous=FULL) per collection.
+
+It is the commit point of every write: vector bytes are written and synced
+first, then one transaction records which rows exist, their ids, metadata,
+tombstones, checksums and the collection's counters.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vecpack.errors import CorruptData
+
+SCHEMA_VERSION = 1
+_CHUNK = 500  # ids per IN (...) clause, below SQLite's parameter limit
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE records (row INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, metadata TEXT);
+CREATE TABLE tombstones (row INTEGER PRIMARY KEY);
+CREATE TABLE batches (row0 INTEGER PRIMARY KEY, n INTEGER NOT NULL, crc INTEGER NOT NULL);
+CREATE TABLE segments (row0 INTEGER PRIMARY KEY, n INTEGER NOT NULL, crc INTEGER NOT NULL);
+"""
+
+
+def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for a in range(0, len(items), _CHUNK):
+        yield items[a : a + _CHUNK]
+
+
+class Catalog:
+    """SQLite-backed rows, ids, metadata, tombstones, checksums and settings of one collection."""
+
+    def __init__(self, path: Path, *, create: bool = False, meta: dict[str, Any] | None = None) -> None:
+        if not create and not Path(path).exists():
+            raise CorruptData(f"{path}: catalog is missing")
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        try:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
+            if create:
+                with self.transaction():
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            self.conn.execute(statement)
+                    self.set_meta(schema=SCHEMA_VERSION, **(meta or {}))
+            version = self.get_meta("schema")
+        except sqlite3.DatabaseError as exc:
+            self.conn.close()
+            raise CorruptData(f"{path}: not a readable vecpack catalog ({exc})") from exc
+        if version != SCHEMA_VERSION:
+            self.conn.close()
+            raise CorruptData(f"{path}: catalog schema {version!r}, expected {SCHEMA_VERSION}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception. Takes the write lock up front."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def data_version(self) -> int:
+        """Changes when another connection commits (SQLite's PRAGMA data_version)."""
+        return self.conn.execute("PRAGMA data_version").fetchone()[0]
+
+    # -- settings and counters --------------------------------------------------
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def all_meta(self) -> dict[str, Any]:
+        return {k: json.loads(v) for k, v in self.conn.execute("SELECT key, value FROM meta")}
+
+    def set_meta(self, **values: Any) -> None:
+        self.conn.executemany(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [(k, json.dumps(v)) for k, v in values.items()],
+        )
+
+    # -- records ----------------------------------------------------------------
+    def rows_of(self, ids: Sequence[str]) -> dict[str, int]:
+        """Row of each existing id among ``ids``."""
+        out: dict[str, int] = {}
+        for part in _chunks(ids):
+            q = f"SELECT id, row FROM records WHERE id IN ({','.join('?' * len(part))})"
+            out.update(self.conn.execute(q, list(part)))
+        return out
+
+    def records_by_id(self, ids: Sequence[str]) -> dict[str, tuple[int, str | None]]:
+        """id -> (row, metadata JSON) for the existing ids among ``ids``."""
+        out: dict[str, tuple[int, str | None]] = {}
+        for part in _chunks(ids):
+            q = f"SELECT id, row, metadata FROM records WHERE id IN ({','.join('?' * len(part))})"
+            out.update((i, (r, m)) for i, r, m in self.conn.execute(q, list(part)))
+        return out
+
+    def records_by_row(self, rows: Sequence[int]) -> dict[int, tuple[str, str | None]]:
+        """row -> (id, metadata JSON) for live rows among ``rows``."""
+        out: dict[int, tuple[str, str | None]] = {}
+        for part in _chunks(rows):
+            q = f"SELECT row, id, metadata FROM records WHERE row IN ({','.join('?' * len(part))})"
+            out.update((r, (i, m)) for r, i, m in self.conn.execute(q, list(part)))
+        return out
+
+    def insert_records(self, row0: int, ids: Sequence[str], metadata: Sequence[str | None]) -> None:
+        self.conn.executemany(
+            "INSERT INTO records (row, id, metadata) VALUES (?, ?, ?)",
+            zip(range(row0, row0 + len(ids)), ids, metadata, strict=True),
+        )
+
+    def delete_rows(self, rows: Sequence[int]) -> None:
+        """Remove live rows and record their tombstones."""
+        self.conn.executemany("DELETE FROM records WHERE row = ?", [(r,) for r in rows])
+        self.conn.executemany("INSERT INTO tombstones (row) VALUES (?)", [(r,) for r in rows])
+
+    def tombstones(self) -> np.ndarray:
+        return np.fromiter((r for (r,) in self.conn.execute("SELECT row FROM tombstones")), dtype=np.int64)
+
+    def count(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM records").fetchone()[0]
+
+    # -- checksummed ranges of the row files -------------------------------------
+    def add_range(self, table: str, row0: int, n: int, crc: int) -> None:
+        """Record the crc32 of rows row0..row0+n-1 in ``batches`` (vectors) or ``segments`` (codes)."""
+        assert table in ("batches", "segments")
+        self.conn.execute(f"INSERT OR REPLACE INTO {table} (row0, n, crc) VALUES (?, ?, ?)", (row0, n, crc))
+
+    def ranges(self, table: str) -> list[tuple[int, int, int]]:
+        assert table in ("batches", "segments")
+        return list(self.conn.execute(f"SELECT row0, n, crc FROM {table} ORDER BY row0"))
+
+    def last_range(self, table: str) -> tuple[int, int, int] | None:
+        assert table in ("batches", "segments")
+        return self.conn.execute(f"SELECT row0, n, crc FROM {table} ORDER BY row0 DESC LIMIT 1").fetchone()
+
+    def close(self) -> None:
+        self.conn.close()

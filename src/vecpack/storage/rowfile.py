@@ -1,0 +1,110 @@
+"""Fixed-width row files: a 64-byte header, then rows of ``row_bytes`` bytes.
+
+Used for the float32 vector log and for the sealed codes. Rows are written
+with ``pwrite`` + ``fdatasync`` past the committed end, then made visible by
+the catalog's commit, so a crash mid-write leaves only invisible bytes that
+the next write overwrites. Reads go through a read-only mmap.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from vecpack.errors import CorruptData
+
+HEADER = struct.Struct("<8sII48x")  # magic, format version, row_bytes
+HEADER_SIZE = HEADER.size  # 64: keeps float32 rows aligned
+FORMAT_VERSION = 1
+GROW_BYTES = 64 << 20
+
+
+class RowFile:
+    """Append rows at given row numbers and read them as a numpy view."""
+
+    def __init__(self, path: Path, magic: bytes, row_bytes: int, *, create: bool = False) -> None:
+        self.path = Path(path)
+        self.row_bytes = row_bytes
+        if create:
+            with open(self.path, "xb") as f:
+                f.write(HEADER.pack(magic, FORMAT_VERSION, row_bytes))
+                f.flush()
+                os.fsync(f.fileno())
+        self._fd = os.open(self.path, os.O_RDWR)
+        try:
+            head = os.pread(self._fd, HEADER_SIZE, 0)
+            if len(head) < HEADER_SIZE:
+                raise CorruptData(f"{self.path}: truncated header ({len(head)} bytes)")
+            got_magic, version, got_row_bytes = HEADER.unpack(head)
+            if got_magic != magic or version != FORMAT_VERSION or got_row_bytes != row_bytes:
+                raise CorruptData(
+                    f"{self.path}: header says magic={got_magic!r} version={version} row_bytes={got_row_bytes}, "
+                    f"expected {magic!r} version={FORMAT_VERSION} row_bytes={row_bytes}"
+                )
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self._map: mmap.mmap | None = None
+        self._mapped = 0
+
+    def rows_on_disk(self) -> int:
+        """Whole rows present in the file (committed or not)."""
+        return max(0, (os.fstat(self._fd).st_size - HEADER_SIZE) // self.row_bytes)
+
+    def check(self, n_rows: int) -> None:
+        """Raise CorruptData if the file holds fewer than ``n_rows`` rows."""
+        have = self.rows_on_disk()
+        if have < n_rows:
+            raise CorruptData(f"{self.path}: truncated: catalog commits {n_rows} rows, file holds {have}")
+
+    def write(self, row0: int, data: np.ndarray) -> int:
+        """Write rows ``data`` (n, row_bytes as any dtype) at row ``row0`` and fdatasync; returns their crc32."""
+        buf = np.ascontiguousarray(data).view(np.uint8).reshape(-1)
+        if buf.size % self.row_bytes:
+            raise ValueError(f"{self.path}: {buf.size} bytes is not a whole number of {self.row_bytes}-byte rows")
+        offset = HEADER_SIZE + row0 * self.row_bytes
+        end = offset + buf.size
+        size = os.fstat(self._fd).st_size
+        if end > size:  # grow in large steps: fewer remaps, and the file stays mostly contiguous
+            os.ftruncate(self._fd, max(end, min(size * 2, size + GROW_BYTES), HEADER_SIZE + GROW_BYTES // 16))
+        view = memoryview(buf)
+        written = 0
+        while written < buf.size:
+            written += os.pwrite(self._fd, view[written:], offset + written)
+        os.fdatasync(self._fd)
+        return zlib.crc32(view)
+
+    def crc(self, row0: int, n: int) -> int:
+        """crc32 of rows row0 .. row0+n-1 as stored."""
+        return zlib.crc32(memoryview(self.view(row0 + n, np.uint8)[row0:]))
+
+    def view(self, n_rows: int, dtype: type = np.uint8) -> np.ndarray:
+        """Read-only array (n_rows, row_bytes / itemsize) over the first n_rows rows."""
+        need = HEADER_SIZE + n_rows * self.row_bytes
+        if self._map is None or need > self._mapped:
+            size = os.fstat(self._fd).st_size
+            if size < need:
+                raise CorruptData(f"{self.path}: truncated: need {n_rows} rows, file holds fewer")
+            # earlier views keep their own (old) mapping alive until they are dropped
+            self._map = mmap.mmap(self._fd, size, access=mmap.ACCESS_READ)
+            self._map.madvise(mmap.MADV_RANDOM)
+            self._mapped = size
+        itemsize = np.dtype(dtype).itemsize
+        arr = np.frombuffer(self._map, dtype=dtype, count=n_rows * self.row_bytes // itemsize, offset=HEADER_SIZE)
+        return arr.reshape(n_rows, self.row_bytes // itemsize)
+
+    def release_pages(self) -> None:
+        """Drop this process's resident pages of the mapping (data stays in the OS page cache)."""
+        if self._map is not None:
+            self._map.madvise(mmap.MADV_DONTNEED)
+
+    def close(self) -> None:
+        self._map = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
