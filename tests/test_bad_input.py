@@ -96,3 +96,13 @@ def test_unknown_collection(db):
         db.get_collection("nope")
     with pytest.raises(InvalidInput):
         db.get_collection("../etc")
+
+
+def test_oversized_batch_is_rejected(col, monkeypatch):
+    from vecpack import validate
+
+    monkeypatch.setattr(validate, "MAX_BATCH", 4)
+    before = snapshot(col)
+    with pytest.raises(InvalidInput, match="batch of 5 exceeds the limit of 4"):
+        col.add([f"n{i}" for i in range(5)], np.ones((5, 3)))
+    assert snapshot(col) == before

@@ -350,14 +350,12 @@ class Collection:
             scores = np.sqrt(np.maximum(-scores, 0.0))
         with self._lock:
             found = self._catalog.records_by_row(np.unique(rows[rows >= 0]).tolist())
+        # one json.loads for all metadata of this call: ~10x cheaper than one per hit
+        metadata = json.loads("[" + ",".join(m if m is not None else "null" for _, m in found.values()) + "]")
+        by_row = {r: (rid, meta) for (r, (rid, _)), meta in zip(found.items(), metadata, strict=True)}
         out = []
         for srow, rrow in zip(scores.tolist(), rows.tolist(), strict=True):
-            hits = []
-            for s, r in zip(srow, rrow, strict=True):
-                if r >= 0 and r in found:
-                    rid, meta = found[r]
-                    hits.append(Hit(rid, s, json.loads(meta) if meta is not None else None))
-            out.append(hits)
+            out.append([Hit(by_row[r][0], s, by_row[r][1]) for s, r in zip(srow, rrow, strict=True) if r in by_row])
         return out
 
     def get(self, ids: Any) -> list[Record]:
