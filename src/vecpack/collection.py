@@ -26,9 +26,7 @@ import numpy as np
 from vecpack import validate
 from vecpack.codecs import Codec, load_codec, make_codec, save_codec
 from vecpack.errors import ClosedError, Conflict, CorruptData, InvalidInput, NotFound
-from vecpack.index.flat import scan_codes, scan_exact
-from vecpack.kernels.exact import COSINE, IP, L2, rescore
-from vecpack.kernels.topk import merge_candidates, new_heaps, sort_heaps
+from vecpack.search import search_rows, unit_rows
 from vecpack.storage.catalog import Catalog
 from vecpack.storage.rowfile import RowFile
 
@@ -289,12 +287,8 @@ class Collection:
             self._catalog.set_meta(sealed_rows=n_rows)
 
     def _prepare(self, x: np.ndarray) -> np.ndarray:
-        """Vectors as the codec sees them: unit norm for cosine (zero vectors stay zero)."""
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if self.metric != "cosine":
-            return x
-        norms = np.sqrt(np.einsum("ij,ij->i", x, x))
-        return x / np.where(norms > 0, norms, 1.0)[:, None]
+        """Vectors as the codec sees them: unit norm for cosine."""
+        return unit_rows(x) if self.metric == "cosine" else np.ascontiguousarray(x, dtype=np.float32)
 
     # -- reads ------------------------------------------------------------------------
     def search(
@@ -307,7 +301,7 @@ class Collection:
         q : (dim,) for one query, or (m, dim) for a batch.
         k : results per query.
         rerank : candidates re-scored with the float32 vectors; None = the codec's
-            default (0 for float32, int8 and float16; 10k for binary and PQ); 0 = off.
+            default (0 for float32, float16 and int8; max(10k, 100) for binary and PQ); 0 = off.
 
         Returns
         -------
@@ -327,22 +321,15 @@ class Collection:
         rerank = validate.positive_int(rerank, "rerank", low=0, high=validate.MAX_K)
         rerank = 0 if codec.exact or sealed == 0 else rerank
         if self.metric == "cosine":
-            q = self._prepare(q)
+            q = unit_rows(q)
             if not np.any(q, axis=1).all():
                 raise InvalidInput("a zero query vector has no cosine similarity")
-        heaps = new_heaps(q.shape[0], max(k, rerank))
-        if sealed:
-            scan_codes(codec.scorer(q), codes, live[:sealed], heaps)
-        scan_exact(q, vectors[sealed:], sealed, live[sealed:], self.metric, heaps)
-        if rerank:
-            exact = rescore(vectors, q, heaps[1], {"ip": IP, "cosine": COSINE, "l2": L2}[self.metric])
-            cand_rows = heaps[1]
-            heaps = new_heaps(q.shape[0], k)
-            merge_candidates(exact, cand_rows, *heaps)
-            if vectors.nbytes > RELEASE_PAGES_BYTES:
-                self._vectors.release_pages()
-        sort_heaps(*heaps)
-        results = self._hits(heaps[0][:, :k], heaps[1][:, :k])
+        scores, rows = search_rows(
+            q, k, codec=codec, codes=codes, vectors=vectors, live=live, metric=self.metric, rerank=rerank
+        )
+        if rerank and vectors.nbytes > RELEASE_PAGES_BYTES:
+            self._vectors.release_pages()
+        results = self._hits(scores, rows)
         return results[0] if single else results
 
     def _hits(self, scores: np.ndarray, rows: np.ndarray) -> list[list[Hit]]:

@@ -1,0 +1,442 @@
+"""Orchestration: load a dataset, measure every codec and its FAISS peer, write JSON, markdown and a plot."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vecpack.benchmark import ours
+from vecpack.benchmark import peers as peers_mod
+from vecpack.benchmark.timing import best_time, cpu_busy, limit_threads, load_average, machine_info
+from vecpack.codecs import make_codec
+from vecpack.datasets import load_dataset
+from vecpack.errors import InvalidInput
+from vecpack.metrics import exact_knn, ndcg_at_k, recall_at_k
+from vecpack.validate import MAX_K
+
+DEFAULT_SWEEP = (0, 20, 50, 100, 200)
+Timer = Callable[[Callable[[], Any]], float]
+FAMILY_ORDER = ("float32", "float16", "int8", "binary", "pq")
+
+
+def default_codecs(dim: int) -> list[str]:
+    """float32, float16, int8, binary and pq48 (pq<d/8> for d != 384; no pq when 8 does not divide d)."""
+    specs = ["float32", "float16", "int8", "binary"]
+    if dim == 384:
+        specs.append("pq48")
+    elif dim % 8 == 0:
+        specs.append(f"pq{dim // 8}")
+    return specs
+
+
+def file_stem(name: str) -> str:
+    """A file-name-safe stem for a dataset name (``synthetic:2000:64`` -> ``synthetic-2000-64``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "dataset"
+
+
+def _r(x: float | None, digits: int = 4) -> float | None:
+    return None if x is None else round(float(x), digits)
+
+
+class _Steps:
+    """A rich progress bar over the benchmark's steps, or nothing."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.progress = None
+        if enabled:
+            try:
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            except ImportError:
+                return
+            self.progress = Progress(
+                TextColumn("[bold]{task.description:<48}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                transient=False,
+            )
+            self.task = self.progress.add_task("benchmark", total=total)
+
+    @contextmanager
+    def step(self, description: str) -> Iterator[None]:
+        if self.progress is not None:
+            self.progress.update(self.task, description=description)
+        yield
+        if self.progress is not None:
+            self.progress.advance(self.task)
+
+    def set_total(self, total: int) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, total=total)
+
+    def __enter__(self) -> _Steps:
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, description="done")
+            self.progress.stop()
+
+
+def run_benchmark(
+    dataset: str,
+    out_dir: Path,
+    *,
+    codecs: list[str] | None = None,
+    k: int = 10,
+    n_queries: int = 1000,
+    threads: list[int] | None = None,
+    peers: bool = True,
+    progress: bool = True,
+    sweep: list[int] | None = None,
+    repeats: int = 3,
+    min_time_s: float = 0.3,
+) -> dict[str, Any]:
+    """Benchmark vecpack's codecs (and FAISS peers) on one dataset; write ``<name>.json/.md/.png`` to ``out_dir``.
+
+    Parameters
+    ----------
+    dataset : ``scifact``, ``msmarco-dl19``, ``mnist`` or ``synthetic:N[:D]``.
+    out_dir : folder for the result files (created).
+    codecs : codec specs (``"pq"`` alone = ``pq<d/8>``); default :func:`default_codecs`.
+    k : neighbours per query (recall@k, nDCG@k).
+    n_queries : queries per timed batch; datasets with fewer queries are tiled up to it.
+    threads : thread counts to time at; default ``[1, os.cpu_count()]``.
+    peers : also run FAISS (skipped with a note when faiss is not importable).
+    progress : show a rich progress bar.
+    sweep : re-rank depths timed for binary and PQ (plus the codec default); default 0, 20, 50, 100, 200.
+    repeats, min_time_s : each QPS is the best of at least ``repeats`` timed calls, repeated (up to 25)
+        until they add up to ``min_time_s`` seconds, after one warm-up call.
+
+    Returns
+    -------
+    The JSON-serialisable result dict that is also written to ``<name>.json``.
+    """
+    _check_k(k)
+    if n_queries < 1:
+        raise InvalidInput(f"n_queries must be >= 1, got {n_queries}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    threads = sorted({max(1, int(t)) for t in (threads or [1, os.cpu_count() or 1])})
+    sweep_base = sorted(set(DEFAULT_SWEEP if sweep is None else sweep))
+    timer = functools.partial(best_time, repeats=repeats, min_time_s=min_time_s)
+    notes: list[str] = []
+    load_start = load_average()
+    busy_start = cpu_busy()
+    faiss = None
+    if peers:
+        faiss, why = peers_mod.import_faiss()
+        if why:
+            notes.append(why)
+
+    with _Steps(progress, 3) as steps:
+        with steps.step(f"loading {dataset}"):
+            # synthetic sets generate n_queries queries; real sets keep all theirs (quality uses every one)
+            ds = load_dataset(dataset, max_queries=n_queries if dataset.startswith("synthetic") else None)
+            n, d = ds.corpus.shape
+            metric = ds.metric
+            specs = _resolve_specs(codecs, d, metric, notes)
+            families = {make_codec(s, d, ours.codec_metric(metric)).family for s in specs}
+            steps.set_total(3 + 2 * len(specs) + (len(families) if faiss is not None else 0))
+
+        with steps.step(f"queries and exact top-{k}"):
+            m_eval = len(ds.queries)
+            if m_eval == 0:
+                raise InvalidInput(f"dataset {dataset!r} has no queries")
+            # the timed batch: the first n_queries queries, repeated when the dataset has fewer
+            reps = -(-n_queries // m_eval)
+            batch = np.ascontiguousarray(np.tile(ds.queries, (reps, 1))[:n_queries])
+            truth, _ = exact_knn(ds.corpus, ds.queries, k, metric)
+            evaluate = _evaluator(ds, truth, k)
+            exact_quality = evaluate(truth)
+
+        result: dict[str, Any] = {
+            "dataset": ds.name,
+            "note": ds.note,
+            "n": n,
+            "d": d,
+            "metric": metric,
+            "k": k,
+            "queries": {
+                "unique": m_eval,
+                "batch": n_queries,
+                "tiled": reps > 1,
+                "subset": n_queries < m_eval,
+                "judged": exact_quality["judged"],
+            },
+            "threads": threads,
+            "timing": {"repeats": repeats, "min_time_s": min_time_s, "max_repeats": 25, "warmup": 1},
+            "exact": {
+                "recall@k": 1.0,
+                "ndcg@k": exact_quality["ndcg@k"],
+                "truth": "vecpack.metrics.exact_knn (numpy float32 brute force)",
+            },
+            "codecs": [],
+            "peers": [],
+            "comparisons": [],
+            "notes": notes,
+        }
+
+        for spec in specs:
+            result["codecs"].append(
+                _measure_codec(spec, ds, batch, k, threads, sweep_base, timer, evaluate, steps, faiss)
+            )
+
+        if faiss is not None:
+            pq_m = next((make_codec(s, d, "ip").code_size for s in specs if s.startswith("pq")), None)
+            sweep_peer = sorted({r for r in sweep_base if r <= n} | {_default_rerank(specs, d, metric, k)})
+            built = peers_mod.build_peers(faiss, ds.corpus, metric, pq_m, families, sweep_peer)
+            for fam in [f for f in FAMILY_ORDER if f in families]:
+                if fam == "pq" and not pq_m:
+                    continue
+                with steps.step(f"FAISS {fam}"):
+                    peer = next(built)
+                    result["peers"].append(_measure_peer(peer, ds.queries, batch, k, threads, timer, evaluate, faiss))
+            result["comparisons"] = _compare(result)
+
+        if len(threads) > 1:
+            t1, tn = str(threads[0]), str(threads[-1])
+            slower = [
+                f"{c['name']} (rerank {run['rerank']})"
+                for c in result["codecs"]
+                for run in c["runs"]
+                if run["qps"][tn] < run["qps"][t1]
+            ]
+            if slower:
+                notes.append(
+                    f"vecpack's scan is slower at {tn} threads than at {t1} for: {', '.join(slower)}. Causes seen "
+                    "so far: other processes taking a core; and, for the BLAS-based scans (float32, float16, "
+                    "int8, PQ batches, which alternate OpenBLAS's thread pool and numba's OpenMP pool block by "
+                    "block), the two pools spin-waiting against each other (OMP_WAIT_POLICY=PASSIVE avoids it)."
+                )
+        result["machine"] = machine_info(faiss)
+        result["machine"]["load_average_start"] = load_start
+        result["machine"]["cpu_busy_start"] = busy_start
+        if busy_start is not None and busy_start >= 0.25:
+            notes.append(
+                f"Other processes kept the CPU {busy_start:.0%} busy just before the run started: timings, "
+                "multi-thread ones above all, include waiting for cores."
+            )
+        with steps.step("writing results"):
+            from vecpack.benchmark import report
+
+            stem = file_stem(ds.name)
+            result["files"] = {"json": f"{stem}.json", "markdown": f"{stem}.md", "plot": f"{stem}.png"}
+            (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+            (out_dir / f"{stem}.md").write_text(report.markdown(result))
+            report.plot(result, out_dir / f"{stem}.png")
+    return result
+
+
+def _resolve_specs(codecs: list[str] | None, d: int, metric: str, notes: list[str]) -> list[str]:
+    if codecs is None:
+        specs = default_codecs(d)
+        if not any(s.startswith("pq") for s in specs):
+            notes.append(f"pq skipped: 8 does not divide d={d}")
+        return specs
+    specs = []
+    for raw in codecs:
+        spec = raw.strip().lower()
+        if spec == "pq":
+            if d % 8:
+                notes.append(f"pq skipped: 8 does not divide d={d}")
+                continue
+            spec = "pq48" if d == 384 else f"pq{d // 8}"
+        m = re.fullmatch(r"pq(\d+)", spec)
+        if m and (int(m.group(1)) < 1 or d % int(m.group(1))):
+            notes.append(f"{spec} skipped: {m.group(1)} sub-spaces do not divide d={d}")
+            continue
+        make_codec(spec, d, ours.codec_metric(metric))  # UnknownSpec for anything else
+        if spec not in specs:
+            specs.append(spec)
+    return specs
+
+
+def _default_rerank(specs: list[str], d: int, metric: str, k: int) -> int:
+    return max((make_codec(s, d, ours.codec_metric(metric)).default_rerank(k) for s in specs), default=0)
+
+
+def _evaluator(ds: Any, truth: np.ndarray, k: int) -> Callable[[np.ndarray], dict[str, Any]]:
+    """rows (m, k) for all the dataset's queries -> {"recall@k", "ndcg@k", "judged"}."""
+    judged = 0 if ds.qrels is None else sum(1 for q in ds.query_ids if ds.qrels.get(q))
+
+    def evaluate(rows: np.ndarray) -> dict[str, Any]:
+        rows = np.asarray(rows)
+        out: dict[str, Any] = {"recall@k": recall_at_k(rows, truth, k), "ndcg@k": None, "judged": judged}
+        if judged:
+            ranked = [[ds.corpus_ids[r] for r in row if r >= 0] for row in rows.tolist()]
+            out["ndcg@k"] = ndcg_at_k(ranked, ds.query_ids, ds.qrels, k)
+        return out
+
+    return evaluate
+
+
+def _qps(fn: Callable[[], Any], n: int, threads: list[int], timer: Timer, faiss: Any) -> dict[str, float]:
+    out = {}
+    for t in threads:
+        with limit_threads(t, faiss):
+            out[str(t)] = _r(n / timer(fn), 1)
+    return out
+
+
+def _measure_codec(
+    spec: str,
+    ds: Any,
+    batch: np.ndarray,
+    k: int,
+    threads: list[int],
+    sweep: list[int],
+    timer: Timer,
+    evaluate: Callable[[np.ndarray], dict[str, Any]],
+    steps: _Steps,
+    faiss: Any,
+) -> dict[str, Any]:
+    n, d = ds.corpus.shape
+    metric = ds.metric
+    with steps.step(f"vecpack {spec}: fit + encode, scan level"):
+        enc = ours.encode_corpus(spec, ds.corpus, metric)
+        codec = enc.codec
+        default = 0 if codec.exact else codec.default_rerank(k)
+        # codecs that re-rank by default get the sweep (for the Pareto curve); the others run as configured
+        reranks = sorted({r for r in sweep if r <= n} | {0, default}) if default else [0]
+        live = np.ones(n, dtype=np.uint8)
+        runs = []
+        for r in reranks:
+
+            def fn(q: np.ndarray = batch, r: int = r) -> tuple[np.ndarray, np.ndarray]:
+                return ours.scan_search(codec, enc.codes, ds.corpus, live, q, k, r, metric)
+
+            quality = evaluate(fn(ds.queries)[1])
+            runs.append(
+                {
+                    "rerank": r,
+                    "recall@k": _r(quality["recall@k"]),
+                    "ndcg@k": _r(quality["ndcg@k"]),
+                    "qps": _qps(fn, len(batch), threads, timer, faiss),
+                }
+            )
+    with steps.step(f"vecpack {spec}: collection, end to end"):
+        cut = ours.CollectionUnderTest(spec, ds.corpus, ds.corpus_ids, metric)
+        try:
+            stats = cut.stats()
+            for run in runs:
+                r = run["rerank"]
+                if r not in (0, default):
+                    continue
+                hits = cut.search(ds.queries, k, r)
+                e2e = evaluate(cut.rows(hits, k))
+                run["recall@k_e2e"] = _r(e2e["recall@k"])
+                run["qps_e2e"] = _qps(lambda r=r: cut.search(batch, k, r), len(batch), threads, timer, faiss)
+            add_s, optimize_s = cut.add_s, cut.optimize_s
+        finally:
+            cut.close()
+    bpv = codec.code_size
+    return {
+        "system": "vecpack",
+        "name": spec,
+        "family": codec.family,
+        "bytes_per_vector": bpv,
+        "compression": _r(4 * d / bpv, 2),
+        "default_rerank": default,
+        "fit_s": _r(enc.fit_s),
+        "encode_s": _r(enc.encode_s),
+        "fit_encode_s": _r(enc.fit_s + enc.encode_s),
+        "collection_add_s": _r(add_s),
+        "collection_optimize_s": _r(optimize_s),
+        "memory_bytes": stats["memory_bytes"],
+        "disk_bytes": stats["disk_bytes"],
+        "runs": runs,
+    }
+
+
+def _measure_peer(
+    peer: peers_mod.Peer,
+    queries: np.ndarray,
+    batch: np.ndarray,
+    k: int,
+    threads: list[int],
+    timer: Timer,
+    evaluate: Callable[[np.ndarray], dict[str, Any]],
+    faiss: Any,
+) -> dict[str, Any]:
+    d = batch.shape[1]
+    runs = []
+    for r in peer.reranks:
+
+        def fn(q: np.ndarray = batch, r: int = r) -> np.ndarray:
+            return peer.search(q, k, r)
+
+        quality = evaluate(fn(queries))
+        runs.append(
+            {
+                "rerank": r,
+                "recall@k": _r(quality["recall@k"]),
+                "ndcg@k": _r(quality["ndcg@k"]),
+                "qps": _qps(fn, len(batch), threads, timer, faiss),
+            }
+        )
+    return {
+        "system": "faiss",
+        "name": peer.name,
+        "short": peer.short,
+        "family": peer.family,
+        "bytes_per_vector": peer.bytes_per_vector,
+        "compression": _r(4 * d / peer.bytes_per_vector, 2),
+        "build_s": _r(peer.build_s),
+        "note": peer.note,
+        "runs": runs,
+    }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else _r(a / b, 3)
+
+
+def _compare(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """ours / FAISS ratios for each codec against the same family, at rerank 0 and at the codec's default."""
+    out = []
+    by_family = {p["family"]: p for p in result["peers"]}
+    for c in result["codecs"]:
+        peer = by_family.get(c["family"])
+        if peer is None:
+            continue
+        peer_runs = {run["rerank"]: run for run in peer["runs"]}
+        for run in c["runs"]:
+            r = run["rerank"]
+            if r not in (0, c["default_rerank"]) or r not in peer_runs:
+                continue
+            pr = peer_runs[r]
+            out.append(
+                {
+                    "ours": c["name"],
+                    "faiss": peer["name"] + (f" + re-rank {r}" if r else ""),
+                    "rerank": r,
+                    "bytes_ours": c["bytes_per_vector"],
+                    "bytes_faiss": peer["bytes_per_vector"],
+                    "recall_ours": run["recall@k"],
+                    "recall_faiss": pr["recall@k"],
+                    "recall_ratio": _ratio(run["recall@k"], pr["recall@k"]),
+                    "ndcg_ours": run["ndcg@k"],
+                    "ndcg_faiss": pr["ndcg@k"],
+                    "ndcg_ratio": _ratio(run["ndcg@k"], pr["ndcg@k"]),
+                    "qps_ours": run["qps"],
+                    "qps_faiss": pr["qps"],
+                    "qps_ratio": {t: _ratio(run["qps"][t], pr["qps"].get(t)) for t in run["qps"]},
+                }
+            )
+    return out
+
+
+def _check_k(k: int) -> None:
+    if not 1 <= k <= MAX_K:
+        raise InvalidInput(f"k must be in 1..{MAX_K}, got {k}")

@@ -1,0 +1,60 @@
+"""The search pipeline on arrays: code scan, exact scan of growing rows, float32 re-rank, top-k.
+
+``Collection.search`` calls this once it holds its arrays; the benchmark calls
+it directly to compare with FAISS at the same level (rows in, rows out).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vecpack.codecs import Codec
+from vecpack.index.flat import scan_codes, scan_exact
+from vecpack.kernels.exact import COSINE, IP, L2, rescore
+from vecpack.kernels.topk import merge_candidates, new_heaps, sort_heaps
+
+METRIC_CODES = {"ip": IP, "cosine": COSINE, "l2": L2}
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """float32 rows scaled to unit norm (zero rows stay zero)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+    return x / np.where(norms > 0, norms, 1.0)[:, None]
+
+
+def search_rows(
+    q: np.ndarray,
+    k: int,
+    *,
+    codec: Codec,
+    codes: np.ndarray,
+    vectors: np.ndarray,
+    live: np.ndarray,
+    metric: str,
+    rerank: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k similarities float32 (m, k) and rows int64 (m, k) (-1 = none), best first.
+
+    Parameters
+    ----------
+    q : float32 (m, d), already unit norm for cosine.
+    codes : uint8 (sealed, code_size): codes of rows 0 .. sealed-1.
+    vectors : float32 (n, d): every row's stored vector; rows sealed .. n-1 are scanned exactly.
+    live : uint8 (n,), 0 = deleted.
+    rerank : candidates re-scored with ``vectors`` (0 = none).
+    Similarities are <q, x>, cosine, or -||q - x||^2 for l2.
+    """
+    sealed = codes.shape[0]
+    heaps = new_heaps(q.shape[0], max(k, rerank))
+    if sealed:
+        scan_codes(codec.scorer(q), codes, live[:sealed], heaps)
+    if vectors.shape[0] > sealed:
+        scan_exact(q, vectors[sealed:], sealed, live[sealed:], metric, heaps)
+    if rerank:
+        exact = rescore(vectors, q, heaps[1], METRIC_CODES[metric])
+        candidates = heaps[1]
+        heaps = new_heaps(q.shape[0], k)
+        merge_candidates(exact, candidates, *heaps)
+    sort_heaps(*heaps)
+    return heaps[0][:, :k], heaps[1][:, :k]
