@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from vecpack.codecs.base import Codec, Scorer
-from vecpack.kernels.binary import binary_scan, query_planes
+from vecpack.kernels.binary import binary_scan, quantize_queries, shape_token
 
 QUERY_BITS = 4
 
@@ -68,22 +68,19 @@ class BinaryScorer(Scorer):
     """
 
     def __init__(self, codec: BinaryCodec, q: np.ndarray) -> None:
-        qc = q - codec.mu if codec.metric == "l2" else q
-        qs = (qc * codec.sigma).astype(np.float32)
-        lo = qs.min(axis=1)
-        delta = (qs.max(axis=1) - lo) / (2**QUERY_BITS - 1)
-        delta[delta <= 0] = 1.0
-        u = np.rint((qs - lo[:, None]) / delta[:, None]).astype(np.uint8)
-        self.planes = query_planes(u, QUERY_BITS, codec.words)
-        total = qs.sum(axis=1)
+        q = np.ascontiguousarray(q, dtype=np.float32)
+        shift = codec.mu if codec.metric == "l2" else np.zeros_like(codec.mu)
+        self.tokens = (shape_token(codec.words), shape_token(QUERY_BITS))
+        self.planes, lo, delta, total = quantize_queries(q, shift, codec.sigma, codec.words, self.tokens[1])
         if codec.metric == "ip":
             self.qa, self.qb = 2 * lo, 2 * delta
             self.qc = q @ codec.mu - total
         else:
+            qc = q - codec.mu
             self.qa, self.qb = 4 * lo, 4 * delta
             self.qc = -2 * total - np.einsum("ij,ij->i", qc, qc) - float(np.dot(codec.sigma, codec.sigma))
         self.qa, self.qb, self.qc = (np.ascontiguousarray(a, dtype=np.float32) for a in (self.qa, self.qb, self.qc))
 
     def scan(self, codes, row0, live, heap_s, heap_r) -> None:
         words = np.ascontiguousarray(codes).view(np.uint64)
-        binary_scan(words, row0, live, self.planes, self.qa, self.qb, self.qc, heap_s, heap_r)
+        binary_scan(words, row0, live, self.planes, self.qa, self.qb, self.qc, heap_s, heap_r, *self.tokens)
