@@ -46,7 +46,7 @@ class DecodeScorer(Scorer):
     reconstructing codecs (float16, int8, PQ) on batches.
     """
 
-    block_rows = 2048
+    block_rows = 8192
 
     def __init__(self, codec: Codec, q: np.ndarray) -> None:
         self.codec = codec

@@ -7,7 +7,7 @@ import numpy as np
 from vecpack.codecs.base import Scorer, block_scores
 from vecpack.kernels.topk import merge_scores
 
-BLOCK_ROWS = 2048
+BLOCK_ROWS = 8192
 
 
 def scan_codes(scorer: Scorer, codes: np.ndarray, live: np.ndarray, heaps: tuple[np.ndarray, np.ndarray]) -> None:
