@@ -28,9 +28,13 @@ demo: $(VENV)/.cli.stamp
 	@if [ ! -d "$(DATA)/scifact" ]; then $(MAKE) $(VENV)/.cli+embed.stamp; fi
 	VECPACK_DATA="$(DATA)" $(BIN)/vecpack demo
 
+# every figure in README and docs/results comes from here (about 6 minutes, 2 GB of scratch disk)
 bench: $(VENV)/.bench.stamp
 	VECPACK_DATA="$(DATA)" $(BIN)/vecpack bench --dataset scifact --out docs/results
 	VECPACK_DATA="$(DATA)" $(BIN)/vecpack bench --dataset msmarco-dl19 --out docs/results
+	$(BIN)/python bench/storage_choice.py --out docs/results
+	$(BIN)/python bench/scale.py --n 1000000 --out docs/results
+	rm -rf .cache/scale-db
 
 clean:
 	rm -rf $(VENV) build *.egg-info
