@@ -76,3 +76,18 @@ def test_duplicate_vectors_both_found(db, data):
     col.add(ids=list(range(len(data))), vectors=data)
     col.optimize()
     assert {h.id for h in col.search(data[9], k=2)} == {"8", "9"}  # rows 8 and 9 are identical
+
+
+def test_pread_rerank_matches_mmap_rerank(db, data, monkeypatch):
+    """Large collections re-rank through pread; the results must be identical to the mmap path."""
+    from vecpack import collection
+
+    col = db.create_collection("c", dim=data.shape[1], metric="l2", codec="binary")
+    col.add(ids=list(range(len(data))), vectors=data)
+    col.delete(["11", "12"])
+    col.optimize()
+    q = data[20:40]
+    via_mmap = col.search(q, k=10)
+    monkeypatch.setattr(collection, "PREAD_RERANK_BYTES", 0)
+    via_pread = col.search(q, k=10)
+    assert [[(h.id, h.score) for h in r] for r in via_pread] == [[(h.id, h.score) for h in r] for r in via_mmap]

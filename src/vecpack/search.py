@@ -6,6 +6,8 @@ it directly to compare with FAISS at the same level (rows in, rows out).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from vecpack.codecs import Codec
@@ -33,6 +35,7 @@ def search_rows(
     live: np.ndarray,
     metric: str,
     rerank: int,
+    gather: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k similarities float32 (m, k) and rows int64 (m, k) (-1 = none), best first.
 
@@ -43,6 +46,8 @@ def search_rows(
     vectors : float32 (n, d): every row's stored vector; rows sealed .. n-1 are scanned exactly.
     live : uint8 (n,), 0 = deleted.
     rerank : candidates re-scored with ``vectors`` (0 = none).
+    gather : if given, re-ranking reads the candidates' float32 rows (r, d) through
+        ``gather(sorted unique rows)`` instead of indexing ``vectors``.
     Similarities are <q, x>, cosine, or -||q - x||^2 for l2.
     """
     sealed = codes.shape[0]
@@ -52,8 +57,15 @@ def search_rows(
     if vectors.shape[0] > sealed:
         scan_exact(q, vectors[sealed:], sealed, live[sealed:], metric, heaps)
     if rerank:
-        exact = rescore(vectors, q, heaps[1], METRIC_CODES[metric])
         candidates = heaps[1]
+        if gather is None:
+            exact = rescore(vectors, q, candidates, METRIC_CODES[metric])
+        else:
+            valid = candidates >= 0
+            unique, local = np.unique(candidates[valid], return_inverse=True)
+            local_rows = np.full(candidates.shape, -1, dtype=np.int64)
+            local_rows[valid] = local
+            exact = rescore(gather(unique), q, local_rows, METRIC_CODES[metric])
         heaps = new_heaps(q.shape[0], k)
         merge_candidates(exact, candidates, *heaps)
     sort_heaps(*heaps)

@@ -190,7 +190,7 @@ def markdown(res: dict[str, Any]) -> str:
     caveats = [
         f"recall@{k} is measured against exact float32 brute force (`vecpack.metrics.exact_knn`) on the "
         f"{q['unique']:,} queries; nDCG@{k} uses the dataset's relevance labels"
-        + (f" ({q['judged']} judged queries)." if q["judged"] else " (none here)."),
+        + (f" ({q['judged']} judged queries; gain 2^grade - 1)." if q["judged"] else " (none here)."),
         f"QPS = {q['batch']:,} queries / the best wall time of at least {tm.get('repeats', 3)} timed calls, "
         f"repeated until they add up to {tm.get('min_time_s', 0)} s, after a warm-up call. The machine may be "
         "shared: best-of hides short interruptions, not sustained load.",

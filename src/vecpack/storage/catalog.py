@@ -89,29 +89,24 @@ class Catalog:
         )
 
     # -- records ----------------------------------------------------------------
+    def _select_in(self, columns: str, key: str, values: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
+        """Rows ``SELECT columns FROM records WHERE key IN values``, in chunks below SQLite's parameter limit."""
+        for part in _chunks(values):
+            yield from self.conn.execute(
+                f"SELECT {columns} FROM records WHERE {key} IN ({','.join('?' * len(part))})", list(part)
+            )
+
     def rows_of(self, ids: Sequence[str]) -> dict[str, int]:
         """Row of each existing id among ``ids``."""
-        out: dict[str, int] = {}
-        for part in _chunks(ids):
-            q = f"SELECT id, row FROM records WHERE id IN ({','.join('?' * len(part))})"
-            out.update(self.conn.execute(q, list(part)))
-        return out
+        return dict(self._select_in("id, row", "id", ids))
 
     def records_by_id(self, ids: Sequence[str]) -> dict[str, tuple[int, str | None]]:
         """id -> (row, metadata JSON) for the existing ids among ``ids``."""
-        out: dict[str, tuple[int, str | None]] = {}
-        for part in _chunks(ids):
-            q = f"SELECT id, row, metadata FROM records WHERE id IN ({','.join('?' * len(part))})"
-            out.update((i, (r, m)) for i, r, m in self.conn.execute(q, list(part)))
-        return out
+        return {i: (r, m) for i, r, m in self._select_in("id, row, metadata", "id", ids)}
 
     def records_by_row(self, rows: Sequence[int]) -> dict[int, tuple[str, str | None]]:
         """row -> (id, metadata JSON) for live rows among ``rows``."""
-        out: dict[int, tuple[str, str | None]] = {}
-        for part in _chunks(rows):
-            q = f"SELECT row, id, metadata FROM records WHERE row IN ({','.join('?' * len(part))})"
-            out.update((r, (i, m)) for r, i, m in self.conn.execute(q, list(part)))
-        return out
+        return {r: (i, m) for r, i, m in self._select_in("row, id, metadata", "row", rows)}
 
     def insert_records(self, row0: int, ids: Sequence[str], metadata: Sequence[str | None]) -> None:
         self.conn.executemany(

@@ -98,10 +98,18 @@ class RowFile:
         arr = np.frombuffer(self._map, dtype=dtype, count=n_rows * self.row_bytes // itemsize, offset=HEADER_SIZE)
         return arr.reshape(n_rows, self.row_bytes // itemsize)
 
-    def release_pages(self) -> None:
-        """Drop this process's resident pages of the mapping (data stays in the OS page cache)."""
-        if self._map is not None:
-            self._map.madvise(mmap.MADV_DONTNEED)
+    def gather(self, rows: np.ndarray, dtype: type = np.uint8) -> np.ndarray:
+        """Copy of the given rows (r, row_bytes / itemsize), read with pread.
+
+        Unlike faulting them in through the mmap, which maps whole neighbourhoods
+        of pages into the process (the kernel's fault-around), this keeps the
+        process's resident memory at the size of the copy.
+        """
+        out = np.empty((len(rows), self.row_bytes), dtype=np.uint8)
+        for i, r in enumerate(rows.tolist()):
+            if os.preadv(self._fd, [out[i]], HEADER_SIZE + r * self.row_bytes) != self.row_bytes:
+                raise CorruptData(f"{self.path}: row {r} is truncated")
+        return out.view(dtype)
 
     def close(self) -> None:
         self._map = None
