@@ -5,8 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vecpack.kernels.binary import ROW_CHUNK, binary_scan, quantize_queries, query_planes, shape_token
+from vecpack.kernels.binary import ROW_CHUNK, binary_scan, quantize_queries, shape_token
 from vecpack.kernels.topk import QUERY_CHUNK, new_heaps, sort_heaps
+
+
+def query_planes(u: np.ndarray, nbits: int, words: int) -> np.ndarray:
+    """Reference for quantize_queries' planes: uint64 (m, words, nbits) of levels u uint8 (m, d).
+
+    Bit b of [i, w, p] is bit p of u[i, 64w + b].
+    """
+    m, d = u.shape
+    padded = np.zeros((m, words * 64), dtype=np.uint8)
+    padded[:, :d] = u
+    planes = np.empty((m, words, nbits), dtype=np.uint64)
+    for p in range(nbits):
+        bits = (padded >> p) & 1
+        planes[:, :, p] = np.packbits(bits, axis=1, bitorder="little").view(np.uint64)
+    return planes
 
 
 def random_codes(rng, n, d):

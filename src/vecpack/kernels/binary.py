@@ -30,18 +30,6 @@ def shape_token(n: int) -> tuple[int, ...]:
     return (0,) * n
 
 
-def query_planes(u: np.ndarray, nbits: int, words: int) -> np.ndarray:
-    """Bit planes uint64 (m, words, nbits) of levels u uint8 (m, d): bit b of [i, w, p] is bit p of u[i, 64w + b]."""
-    m, d = u.shape
-    padded = np.zeros((m, words * 64), dtype=np.uint8)
-    padded[:, :d] = u
-    planes = np.empty((m, words, nbits), dtype=np.uint64)
-    for p in range(nbits):
-        bits = (padded >> p) & 1
-        planes[:, :, p] = np.packbits(bits, axis=1, bitorder="little").view(np.uint64)
-    return planes
-
-
 @njit(cache=True)
 def _quantize_rows(q0, q1, q, shift, scale, planes, lo, delta, total, bits_token):
     """quantize_queries for rows q0..q1-1."""
@@ -85,7 +73,7 @@ def quantize_queries(q, shift, scale, n_words, bits_token):
 
     q float32 (m, d); shift, scale float32 (d,). Per query qs ~ lo + delta * u with
     u = rint((qs - lo) / delta) in 0 .. 2^nbits - 1, lo = min(qs), delta = (max(qs) - lo) / (2^nbits - 1)
-    (1 where that is 0). Returns planes uint64 (m, n_words, nbits) as ``query_planes(u)`` would,
+    (1 where that is 0). Returns planes uint64 (m, n_words, nbits): bit b of [i, w, p] is bit p of u[i, 64w + b],
     and lo, delta and sum(qs), float32 (m,) each.
     """
     m = q.shape[0]
@@ -163,7 +151,7 @@ def _scan_queries(task, codes_t, pcs, b, row0, live, planes, qa, qb, qc, heap_s,
 def binary_scan(codes, row0, live, planes, qa, qb, qc, heap_s, heap_r, words_token, bits_token):
     """Score 1-bit codes against quantised queries and merge into heaps.
 
-    codes uint64 (n, W); live uint8 (n,); planes uint64 (m, W, nbits) from ``query_planes``;
+    codes uint64 (n, W); live uint8 (n,); planes uint64 (m, W, nbits) from ``quantize_queries``;
     score(query i, row r) = qa[i] * popcount(b_r) + qb[i] * sum_j u_ij b_rj + qc[i] (qa, qb, qc float32 (m,)).
     heap_s float32 (m, k) / heap_r int64 (m, k) updated in place.
     words_token / bits_token: ``shape_token(W)`` / ``shape_token(nbits)``.
