@@ -143,3 +143,17 @@ def test_reopen_keeps_everything(tmp_path, data):
         assert [[h.id for h in r] for r in col.search(data[:20], k=5)] == expected
         assert col.get(["42"])[0].metadata == {"i": 42}
         col.verify()
+
+
+def test_second_handle_sees_commits_of_the_first(tmp_path, data):
+    """Two databases on one folder (as two processes would): each sees the other's commits."""
+    with vecpack.connect(tmp_path) as writer_db, vecpack.connect(tmp_path) as reader_db:
+        writer = writer_db.create_collection("docs", dim=data.shape[1], codec="int8", seal_rows=100)
+        reader = reader_db.get_collection("docs")
+        writer.add(ids=list(range(150)), vectors=data[:150])  # crosses seal_rows: trains the codec
+        assert len(reader) == 150 and reader.stats()["sealed_rows"] == 150
+        assert reader.search(data[20], k=1)[0].id == "20"
+        reader.delete(["20"])
+        reader.add(ids=["new"], vectors=data[300:301])
+        assert "20" not in writer and len(writer) == 150
+        assert writer.search(data[300], k=1)[0].id == "new"
