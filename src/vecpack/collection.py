@@ -26,7 +26,7 @@ import numpy as np
 from vecpack import validate
 from vecpack.codecs import Codec, load_codec, make_codec, save_codec
 from vecpack.errors import ClosedError, Conflict, CorruptData, InvalidInput, NotFound
-from vecpack.search import search_rows, unit_rows
+from vecpack.search import prepare, search_rows
 from vecpack.storage.catalog import Catalog
 from vecpack.storage.rowfile import RowFile
 
@@ -273,7 +273,7 @@ class Collection:
                     return  # too few rows to train: stay exact for now
                 pick = np.random.default_rng(0).choice(live_rows, size=min(TRAIN_ROWS, live_rows.size), replace=False)
                 codec = make_codec(self._codec.spec, self.dim, self._codec.metric)
-                codec.fit(self._prepare(vectors[np.sort(pick)]))
+                codec.fit(prepare(vectors[np.sort(pick)], self.metric))
                 blob = save_codec(codec)
                 _write_atomic(self.path / "codec.npz", blob)
                 self._catalog.set_meta(codec_crc=zlib.crc32(blob))
@@ -282,13 +282,9 @@ class Collection:
                 codec = self._codec
             for a in range(sealed, n_rows, ENCODE_CHUNK):
                 b = min(a + ENCODE_CHUNK, n_rows)
-                crc = self._codes.write(a, codec.encode(self._prepare(vectors[a:b])))
+                crc = self._codes.write(a, codec.encode(prepare(vectors[a:b], self.metric)))
                 self._catalog.add_range("segments", a, b - a, crc)
             self._catalog.set_meta(sealed_rows=n_rows)
-
-    def _prepare(self, x: np.ndarray) -> np.ndarray:
-        """Vectors as the codec sees them: unit norm for cosine."""
-        return unit_rows(x) if self.metric == "cosine" else np.ascontiguousarray(x, dtype=np.float32)
 
     # -- reads ------------------------------------------------------------------------
     def search(
@@ -321,7 +317,7 @@ class Collection:
         rerank = validate.positive_int(rerank, "rerank", low=0, high=validate.MAX_K)
         rerank = 0 if codec.exact or sealed == 0 else rerank
         if self.metric == "cosine":
-            q = unit_rows(q)
+            q = prepare(q, self.metric)
             if not np.any(q, axis=1).all():
                 raise InvalidInput("a zero query vector has no cosine similarity")
         # a large vector log is read with pread for re-ranking: faults through the mmap would map

@@ -25,6 +25,11 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.where(norms > 0, norms, 1.0)[:, None]
 
 
+def prepare(x: np.ndarray, metric: str) -> np.ndarray:
+    """Vectors as codecs see them: float32, and unit norm for cosine (zero rows stay zero)."""
+    return unit_rows(x) if metric == "cosine" else np.ascontiguousarray(x, dtype=np.float32)
+
+
 def search_rows(
     q: np.ndarray,
     k: int,

@@ -18,14 +18,9 @@ import numpy as np
 import vecpack
 from vecpack.codecs import Codec, make_codec
 from vecpack.collection import TRAIN_ROWS
-from vecpack.search import search_rows, unit_rows
+from vecpack.search import prepare, search_rows
 
 ADD_CHUNK = 50_000
-
-
-def prepare(x: np.ndarray, metric: str) -> np.ndarray:
-    """Vectors as codecs see them: unit norm for cosine (zero rows stay zero), else as is."""
-    return unit_rows(x) if metric == "cosine" else np.ascontiguousarray(x, dtype=np.float32)
 
 
 def codec_metric(metric: str) -> str:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from vecpack.benchmark.ours import prepare
+from vecpack.search import prepare
 
 RERANK_CHUNK = 128  # queries per gather block in the re-rank (bounds the (b, k', d) gather)
 
