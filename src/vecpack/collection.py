@@ -2,21 +2,30 @@
 
 Files in the collection's folder:
 
-- ``catalog.sqlite``: ids, metadata, tombstones, checksums, counters (the commit point).
+- ``catalog.sqlite``: ids, metadata, tombstones, checksums, counters, and the names
+  of the current files below (the commit point).
 - ``vectors.f32``: every vector ever written, float32, append-only; read via mmap.
 - ``codes.bin``: codes of the sealed rows ``0 .. sealed_rows-1`` (derived data).
 - ``codec.npz``: the trained codec (derived data).
+- ``index-<tag>/``: the ANN index over rows ``0 .. index rows-1``, if any (derived data).
 
 Rows ``sealed_rows .. n_rows-1`` form the growing segment, scanned exactly;
-``optimize()`` (or crossing ``seal_rows`` growing rows) seals them into codes.
+crossing ``seal_rows`` growing rows seals them into codes. ``optimize()`` seals,
+brings the index up to date and compacts away deleted rows; compaction writes
+``vectors-<g>.f32`` / ``codes-<g>.bin`` of generation g and switches to them in
+one catalog transaction.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
-import os
+import shutil
 import threading
+import uuid
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +35,11 @@ import numpy as np
 from vecpack import validate
 from vecpack.codecs import Codec, load_codec, make_codec, save_codec
 from vecpack.errors import ClosedError, Conflict, CorruptData, InvalidInput, NotFound
+from vecpack.index import INDEX_KINDS, Index
+from vecpack.index.base import arrays_crc, load_arrays, save_arrays
 from vecpack.search import prepare, search_rows
 from vecpack.storage.catalog import Catalog
+from vecpack.storage.files import write_atomic
 from vecpack.storage.rowfile import RowFile
 
 VECTORS_MAGIC = b"VPKVEC01"
@@ -36,6 +48,10 @@ DEFAULT_SEAL_ROWS = 16384
 TRAIN_ROWS = 65536
 ENCODE_CHUNK = 65536
 PREAD_RERANK_BYTES = 64 << 20
+#: optimize() compacts when at least this fraction of the rows are deleted
+COMPACT_FRACTION = 0.1
+#: an index is built once this many rows are sealed (below it, a flat scan is as fast)
+MIN_INDEX_ROWS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,32 +83,49 @@ class Collection:
         self.path = Path(path)
         self._lock = threading.RLock()
         self._catalog = Catalog(self.path / "catalog.sqlite")
+        self._optimize_lock = threading.Lock()
         self._closed = False
         self._pending: dict[str, Any] = {}
+        self._files: tuple[str, str] | None = None
+        self._index: Index | None = None
+        self._index_dir: str | None = None
         try:
             meta = self._catalog.all_meta()
             self.name: str = meta["name"]
             self.dim: int = meta["dim"]
             self.metric: str = meta["metric"]
             self.seal_rows: int = meta["seal_rows"]
-            self._codec: Codec = make_codec(meta["codec"], self.dim, "l2" if self.metric == "l2" else "ip")
-            self._vectors = RowFile(self.path / "vectors.f32", VECTORS_MAGIC, 4 * self.dim)
-            self._codes = RowFile(self.path / "codes.bin", CODES_MAGIC, self._codec.code_size)
+            self.index_kind: str = meta.get("index", "flat")
+            self.index_params: dict[str, Any] = meta.get("index_params", {})
+            self._codec: Codec = make_codec(meta["codec"], self.dim, self._codec_metric)
             self._load_state()
         except BaseException:
+            self._close_files()
             self._catalog.close()
             raise
 
+    @property
+    def _codec_metric(self) -> str:
+        return "l2" if self.metric == "l2" else "ip"
+
     # -- creation and state ---------------------------------------------------------
     @classmethod
-    def create(cls, path: Path, name: str, dim: int, metric: str, codec: str, seal_rows: int) -> Collection:
-        """Write a new, empty collection into the (new, empty) folder ``path`` and open it."""
+    def create(
+        cls, path: Path, name: str, dim: int, metric: str, codec: str, seal_rows: int,
+        index: str = "flat", index_params: dict[str, Any] | None = None,
+    ) -> Collection:
+        """Write a new, empty collection into the (new, empty) folder ``path`` and open it.
+
+        index / index_params must already be validated (``vecpack.index.check_index``).
+        """
         code_size = make_codec(codec, dim, "l2" if metric == "l2" else "ip").code_size
         catalog = Catalog(
             path / "catalog.sqlite",
             create=True,
             meta={"name": name, "dim": dim, "metric": metric, "codec": codec, "seal_rows": seal_rows,
-                  "n_rows": 0, "sealed_rows": 0, "codec_crc": None},
+                  "n_rows": 0, "sealed_rows": 0, "codec_crc": None, "index": index,
+                  "index_params": index_params or {}, "index_state": None,
+                  "vectors_file": "vectors.f32", "codes_file": "codes.bin"},
         )
         catalog.close()
         RowFile(path / "vectors.f32", VECTORS_MAGIC, 4 * dim, create=True).close()
@@ -100,9 +133,15 @@ class Collection:
         return cls(path)
 
     def _load_state(self) -> None:
-        """(Re)read counters, tombstones and the codec from disk, verifying sizes and tail checksums."""
+        """(Re)read counters, tombstones, the codec and the index from disk, verifying sizes and tail checksums."""
         meta = self._catalog.all_meta()
         n_rows, sealed = meta["n_rows"], meta["sealed_rows"]
+        files = (meta.get("vectors_file", "vectors.f32"), meta.get("codes_file", "codes.bin"))
+        if files != self._files:  # first open, or another handle compacted into new files
+            self._close_files()
+            self._vectors = RowFile(self.path / files[0], VECTORS_MAGIC, 4 * self.dim)
+            self._codes = RowFile(self.path / files[1], CODES_MAGIC, self._codec.code_size)
+            self._files = files
         self._vectors.check(n_rows)
         self._codes.check(sealed)
         self._verify_tail("batches", self._vectors)
@@ -115,6 +154,7 @@ class Collection:
             if zlib.crc32(blob) != meta["codec_crc"]:
                 raise CorruptData(f"{self.path / 'codec.npz'}: checksum mismatch")
             self._codec = load_codec(blob)
+        self._load_index(meta.get("index_state"), sealed)
         live = np.ones(max(n_rows, 1024), dtype=np.uint8)
         live[n_rows:] = 0
         live[self._catalog.tombstones()] = 0
@@ -122,6 +162,21 @@ class Collection:
         self._n_rows, self._sealed = n_rows, sealed
         self._n_live = self._catalog.count()
         self._data_version = self._catalog.data_version()
+
+    def _load_index(self, state: dict[str, Any] | None, sealed: int) -> None:
+        """Map the index folder named in the catalog (arrays are memory-mapped: nothing is read or rebuilt)."""
+        if state is None:
+            self._index, self._index_dir = None, None
+            return
+        if state["dir"] == self._index_dir:
+            return
+        cls = INDEX_KINDS[self.index_kind]
+        assert cls is not None
+        if state["rows"] > sealed:
+            raise CorruptData(f"{self.path}: index covers {state['rows']} rows but only {sealed} are sealed")
+        arrays = load_arrays(self.path / state["dir"], state["arrays"])
+        self._index = cls.from_arrays(state["rows"], state["params"], arrays)
+        self._index_dir = state["dir"]
 
     def _verify_tail(self, table: str, rows: RowFile) -> None:
         last = self._catalog.last_range(table)
@@ -181,11 +236,115 @@ class Collection:
                 raise NotFound(_unknown_ids(missing))
             self._delete_rows(list(rows.values()))
 
-    def optimize(self) -> None:
-        """Seal every growing row into codes (training the codec on first use)."""
+    def optimize(self, *, compact: bool | None = None) -> None:
+        """Seal growing rows, bring the index up to date, and compact away deleted rows.
+
+        Parameters
+        ----------
+        compact : True = always compact, False = never, None (default) = when at least
+            COMPACT_FRACTION of the rows are deleted. Compaction rewrites the vector log, codes
+            and index without deleted rows, reclaiming disk and memory, and repairs the graph;
+            writes wait while it runs.
+
+        Searches keep using the previous index while a new one is built; the switch is one
+        catalog commit. A crash at any point leaves the previous state serving.
+        """
+        with self._optimize_lock, self._exclusive("optimize.lock"):
+            with self._lock:
+                self._refresh()
+                self._remove_stale_files()
+                self._seal()
+                deleted = self._n_rows - self._n_live
+                if compact or (compact is None and deleted and deleted >= COMPACT_FRACTION * self._n_rows):
+                    self._compact()
+            self._update_index()
+
+    @contextmanager
+    def _exclusive(self, name: str) -> Iterator[None]:
+        """An advisory lock file held across processes (released by the OS if the holder dies)."""
+        with open(self.path / name, "a+b") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _remove_stale_files(self) -> None:
+        """Delete files and index folders the catalog no longer names (left by a crash or a compaction)."""
+        meta = self._catalog.all_meta()
+        state = meta.get("index_state")
+        current = {meta.get("vectors_file", "vectors.f32"), meta.get("codes_file", "codes.bin"),
+                   state["dir"] if state else None}
+        for entry in self.path.iterdir():
+            derived = entry.name.startswith(("vectors", "codes", "index-")) or entry.name.endswith(".tmp")
+            if derived and entry.name not in current:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+    def _update_index(self) -> None:
+        """Build or extend the index to cover every sealed row, off the lock, then switch to it atomically."""
+        cls = INDEX_KINDS[self.index_kind]
         with self._lock:
             self._refresh()
-            self._seal()
+            old, old_dir, sealed = self._index, self._index_dir, self._sealed
+            if cls is None or sealed == (old.rows if old else 0) or sealed < MIN_INDEX_ROWS:
+                return
+            live = self._live[:sealed].copy()
+            vectors = prepare(self._vectors.view(sealed, np.float32), self.metric)
+            codes = self._codes.view(sealed)
+        params = {**self.index_params, "metric": self._codec_metric}
+        new = old.extend(vectors, codes, live) if old else cls.build(vectors, codes, live, None, params)
+        self._commit_index(new, expect_dir=old_dir)
+
+    def _commit_index(self, index: Index, expect_dir: str | None) -> None:
+        """Write the index to a new folder and point the catalog at it (unless another writer moved on)."""
+        folder = f"index-{uuid.uuid4().hex[:12]}"
+        arrays = index.arrays()
+        crc = save_arrays(self.path / folder, arrays)
+        with self._write():
+            state = self._catalog.get_meta("index_state")
+            if (state["dir"] if state else None) != expect_dir:
+                shutil.rmtree(self.path / folder)
+                return
+            self._catalog.set_meta(index_state={"dir": folder, "rows": index.rows, "crc": crc,
+                                                "params": index.params, "arrays": sorted(arrays)})
+        if expect_dir is not None:
+            shutil.rmtree(self.path / expect_dir, ignore_errors=True)
+
+    def _compact(self) -> None:
+        """Rewrite vectors, codes and index without deleted rows as generation g + 1, in one transaction."""
+        with self._write():
+            n_rows = self._catalog.get_meta("n_rows")
+            keep = np.flatnonzero(self._live[:n_rows])
+            gen = self._catalog.get_meta("generation", 0) + 1
+            files = (f"vectors-{gen}.f32", f"codes-{gen}.bin")
+            for name in files:
+                (self.path / name).unlink(missing_ok=True)
+            vectors = RowFile(self.path / files[0], VECTORS_MAGIC, 4 * self.dim, create=True)
+            codes = RowFile(self.path / files[1], CODES_MAGIC, self._codec.code_size, create=True)
+            try:
+                old_vectors = self._vectors.view(n_rows, np.float32)
+                old_codes = self._codes.view(n_rows)
+                self._catalog.clear_ranges()
+                for a in range(0, keep.size, ENCODE_CHUNK):
+                    part = keep[a : a + ENCODE_CHUNK]
+                    self._catalog.add_range("batches", a, part.size, vectors.write(a, old_vectors[part]))
+                    self._catalog.add_range("segments", a, part.size, codes.write(a, old_codes[part]))
+            finally:
+                vectors.close()
+                codes.close()
+            index_state = None
+            if self._index is not None:
+                live = self._live[:n_rows]
+                index = self._index.compact(prepare(old_vectors, self.metric), old_codes, live, keep)
+                folder = f"index-{uuid.uuid4().hex[:12]}"
+                arrays = index.arrays()
+                index_state = {"dir": folder, "rows": index.rows, "crc": save_arrays(self.path / folder, arrays),
+                               "params": index.params, "arrays": sorted(arrays)}
+            self._catalog.renumber(keep)
+            self._catalog.set_meta(n_rows=int(keep.size), sealed_rows=int(keep.size), generation=gen,
+                                   vectors_file=files[0], codes_file=files[1], index_state=index_state)
+            self._pending["reload"] = True
+        self._remove_stale_files()
 
     def _check_batch(self, ids: Any, vectors: Any, metadata: Any) -> tuple[list[str], np.ndarray, list[str | None]]:
         ids = validate.ids(ids)
@@ -206,7 +365,7 @@ class Collection:
                 self.txn = col._catalog.transaction()
                 self.txn.__enter__()
                 col._refresh()  # another process may have committed before we took the write lock
-                col._pending = {"deleted": [], "added": 0, "codec": None}
+                col._pending = {"deleted": [], "added": 0, "codec": None, "reload": False}
             except BaseException:
                 col._lock.release()
                 raise
@@ -217,6 +376,8 @@ class Collection:
                 self.txn.__exit__(*exc)
                 if exc[0] is None:
                     col._apply(**col._pending)
+                elif col._pending.get("reload"):
+                    col._files = None  # a failed compaction may have left its files open: reopen ours
             finally:
                 col._pending = {}
                 col._lock.release()
@@ -238,8 +399,12 @@ class Collection:
         self._catalog.delete_rows(rows)
         self._pending["deleted"].extend(rows)
 
-    def _apply(self, deleted: list[int], added: int, codec: Codec | None) -> None:
-        """After a commit: bring counters, the live mask and the codec in line with the catalog."""
+    def _apply(self, deleted: list[int], added: int, codec: Codec | None, reload: bool) -> None:
+        """After a commit: bring counters, the live mask, the codec and the index in line with the catalog."""
+        if reload:  # compaction renumbered every row
+            self._load_state()
+            return
+        self._load_index(self._catalog.get_meta("index_state"), self._catalog.get_meta("sealed_rows"))
         n_rows = self._catalog.get_meta("n_rows")
         if n_rows > self._live.shape[0]:
             grown = np.zeros(max(n_rows, 2 * self._live.shape[0]), dtype=np.uint8)
@@ -275,7 +440,7 @@ class Collection:
                 codec = make_codec(self._codec.spec, self.dim, self._codec.metric)
                 codec.fit(prepare(vectors[np.sort(pick)], self.metric))
                 blob = save_codec(codec)
-                _write_atomic(self.path / "codec.npz", blob)
+                write_atomic(self.path / "codec.npz", blob)
                 self._catalog.set_meta(codec_crc=zlib.crc32(blob))
                 self._pending["codec"] = codec
             else:
@@ -288,7 +453,7 @@ class Collection:
 
     # -- reads ------------------------------------------------------------------------
     def search(
-        self, q: Any, k: int = 10, *, rerank: int | None = None
+        self, q: Any, k: int = 10, *, rerank: int | None = None, ef: int | None = None, nprobe: int | None = None
     ) -> list[Hit] | list[list[Hit]]:
         """Nearest records to the query/queries, best first.
 
@@ -298,6 +463,8 @@ class Collection:
         k : results per query.
         rerank : candidates re-scored with the float32 vectors; None = the codec's
             default (0 for float32, float16 and int8; max(10k, 100) for binary and PQ); 0 = off.
+        ef : graph index only: beam width (default max(64, k, rerank)); larger = better recall, slower.
+        nprobe : IVF index only: lists scanned per query (default nlist / 16).
 
         Returns
         -------
@@ -306,9 +473,10 @@ class Collection:
         """
         q, single = validate.queries(q, self.dim)
         k = validate.positive_int(k, "k")
+        knob = self._check_knob(ef, nprobe)
         with self._lock:
             self._refresh()
-            codec, n_rows, sealed = self._codec, self._n_rows, self._sealed
+            codec, n_rows, sealed, index = self._codec, self._n_rows, self._sealed, self._index
             live = self._live[:n_rows]
             vectors = self._vectors.view(n_rows, np.float32)
             codes = self._codes.view(sealed)
@@ -325,10 +493,20 @@ class Collection:
         gather = (lambda r: self._vectors.gather(r, np.float32)) if vectors.nbytes > PREAD_RERANK_BYTES else None
         scores, rows = search_rows(
             q, k, codec=codec, codes=codes, vectors=vectors, live=live, metric=self.metric, rerank=rerank,
-            gather=gather,
+            gather=gather, index=index, knob=knob,
         )
         results = self._hits(scores, rows)
         return results[0] if single else results
+
+    def _check_knob(self, ef: int | None, nprobe: int | None) -> int | None:
+        """The knob for this collection's index; InvalidInput for the other index's knob."""
+        for name, value, kind in (("ef", ef, "graph"), ("nprobe", nprobe, "ivf")):
+            if value is not None and self.index_kind != kind:
+                raise InvalidInput(f"{name} applies to {kind} indexes; collection {self.name!r} has index "
+                                   f"{self.index_kind!r}")
+            if value is not None:
+                return validate.positive_int(value, name, high=validate.MAX_K)
+        return None
 
     def _hits(self, scores: np.ndarray, rows: np.ndarray) -> list[list[Hit]]:
         if self.metric == "l2":
@@ -374,14 +552,18 @@ class Collection:
     def stats(self) -> dict[str, Any]:
         """Counts and sizes.
 
-        ``memory_bytes`` is what search keeps resident: codes of the sealed rows,
-        float32 rows of the growing segment, the live mask and codec parameters.
-        ``disk_bytes`` is the folder's size.
+        ``memory_bytes`` is what search keeps resident: the index, codes of the sealed
+        rows it does not hold (an IVF index holds its rows' codes; a graph reads the
+        collection's), float32 rows of the growing segment, the live mask and codec
+        parameters. ``disk_bytes`` is the folder's size.
         """
         with self._lock:
             self._refresh()
             growing = self._n_rows - self._sealed
             codec_bytes = sum(a.nbytes for a in self._codec.state().values()) if self._codec.trained else 0
+            index = self._index
+            index_bytes = index.nbytes if index is not None else 0
+            own_codes = index.rows if index is not None and index.kind == "ivf" else 0
             return {
                 "name": self.name,
                 "n": self._n_live,
@@ -393,20 +575,28 @@ class Collection:
                 "rows": self._n_rows,
                 "sealed_rows": self._sealed,
                 "growing_rows": growing,
+                "deleted_rows": self._n_rows - self._n_live,
+                "index": self.index_kind,
+                "indexed_rows": index.rows if index is not None else 0,
+                "index_bytes": index_bytes,
                 "memory_bytes": (
-                    self._sealed * self._codec.code_size + growing * 4 * self.dim + self._n_rows + codec_bytes
+                    (self._sealed - own_codes) * self._codec.code_size + index_bytes + growing * 4 * self.dim
+                    + self._n_rows + codec_bytes
                 ),
-                "disk_bytes": sum(f.stat().st_size for f in self.path.iterdir() if f.is_file()),
+                "disk_bytes": sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file()),
             }
 
     def verify(self) -> None:
-        """Check every checksum of the vector log and the codes; raises CorruptData on a mismatch."""
+        """Check every checksum of the vector log, the codes and the index; raises CorruptData on a mismatch."""
         with self._lock:
             self._refresh()
             for table, rows in (("batches", self._vectors), ("segments", self._codes)):
                 for row0, n, crc in self._catalog.ranges(table):
                     if rows.crc(row0, n) != crc:
                         raise CorruptData(f"{rows.path}: checksum mismatch in rows {row0}..{row0 + n - 1}")
+            state = self._catalog.get_meta("index_state")
+            if self._index is not None and arrays_crc(self._index.arrays()) != state["crc"]:
+                raise CorruptData(f"{self.path / state['dir']}: index checksum mismatch")
 
     # -- lifecycle ----------------------------------------------------------------------
     def close(self) -> None:
@@ -414,9 +604,14 @@ class Collection:
             if self._closed:
                 return
             self._closed = True
+            self._close_files()
+            self._catalog.close()
+
+    def _close_files(self) -> None:
+        if self._files is not None:
             self._vectors.close()
             self._codes.close()
-            self._catalog.close()
+            self._files = None
 
     def __enter__(self) -> Collection:
         return self
@@ -432,21 +627,3 @@ def _unknown_ids(missing: list[str]) -> str:
     more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
     return f"unknown ids: {missing[:5]}{more}"
 
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` durably: write a temp file, fsync, rename, fsync the folder."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

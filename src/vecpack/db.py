@@ -12,8 +12,10 @@ from typing import Any
 
 from vecpack import validate
 from vecpack.codecs import make_codec
-from vecpack.collection import DEFAULT_SEAL_ROWS, Collection, fsync_dir
+from vecpack.collection import DEFAULT_SEAL_ROWS, Collection
 from vecpack.errors import ClosedError, Conflict, NotFound
+from vecpack.index import check_index
+from vecpack.storage.files import fsync_dir
 
 
 def connect(path: str | os.PathLike[str] | None = None) -> Database:
@@ -51,6 +53,8 @@ class Database:
         codec: str = "int8",
         *,
         seal_rows: int = DEFAULT_SEAL_ROWS,
+        index: str = "flat",
+        index_params: dict[str, Any] | None = None,
         exist_ok: bool = False,
     ) -> Collection:
         """Create a collection.
@@ -64,6 +68,11 @@ class Database:
             (default: 4x smaller, recall@10 ~0.99 without re-ranking), "binary" (32x,
             re-ranks with float32), "pq<M>" (dim/M*... bytes: M bytes per vector).
         seal_rows : growing rows that trigger automatic sealing into codes.
+        index : "flat" (default: scan every code), "graph" (Vamana graph over the codes) or
+            "ivf" (inverted lists). An index covers the rows sealed when ``optimize()`` last ran;
+            newer rows are scanned flat until the next ``optimize()``.
+        index_params : graph: degree (32), build_ef (128), alpha (1.2), insert_order
+            ("given" | "random" | "lid"), seed; ivf: nlist (4 sqrt(n)), train_rows, iters, seed.
         exist_ok : return the existing collection instead of raising Conflict.
         """
         name = validate.collection_name(name)
@@ -71,6 +80,7 @@ class Database:
         metric = validate.metric(metric)
         spec = make_codec(codec, dim, "l2" if metric == "l2" else "ip").spec  # raises UnknownSpec early
         seal_rows = validate.positive_int(seal_rows, "seal_rows", high=1 << 30)
+        index, index_params = check_index(index, index_params, "l2" if metric == "l2" else "ip")
         with self._lock:
             self._check_open()
             final = self.path / name
@@ -81,7 +91,7 @@ class Database:
             staging = self.path / f".tmp-{uuid.uuid4().hex}"
             staging.mkdir()
             try:
-                Collection.create(staging, name, dim, metric, spec, seal_rows).close()
+                Collection.create(staging, name, dim, metric, spec, seal_rows, index, index_params).close()
                 fsync_dir(staging)
                 try:
                     os.rename(staging, final)  # atomic; fails if another process created it first

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import numpy as np
 
 from vecpack.codecs import Codec
+from vecpack.index.base import Index
 from vecpack.index.flat import scan_codes, scan_exact
 from vecpack.kernels.exact import COSINE, IP, L2, rescore
 from vecpack.kernels.topk import merge_candidates, new_heaps, sort_heaps
@@ -41,24 +42,33 @@ def search_rows(
     metric: str,
     rerank: int,
     gather: Callable[[np.ndarray], np.ndarray] | None = None,
+    index: Index | None = None,
+    knob: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k similarities float32 (m, k) and rows int64 (m, k) (-1 = none), best first.
 
     Parameters
     ----------
     q : float32 (m, d), already unit norm for cosine.
-    codes : uint8 (sealed, code_size): codes of rows 0 .. sealed-1.
+    codes : uint8 (sealed, code_size): codes of rows 0 .. sealed-1; rows index.rows .. sealed-1
+        (all of them without an index) are scanned flat.
     vectors : float32 (n, d): every row's stored vector; rows sealed .. n-1 are scanned exactly.
     live : uint8 (n,), 0 = deleted.
     rerank : candidates re-scored with ``vectors`` (0 = none).
     gather : if given, re-ranking reads the candidates' float32 rows (r, d) through
         ``gather(sorted unique rows)`` instead of indexing ``vectors``.
+    index : searched for rows 0 .. index.rows-1 with its knob (ef / nprobe; None = its default).
     Similarities are <q, x>, cosine, or -||q - x||^2 for l2.
     """
     sealed = codes.shape[0]
-    heaps = new_heaps(q.shape[0], max(k, rerank))
-    if sealed:
-        scan_codes(codec.scorer(q), codes, live[:sealed], heaps)
+    width = max(k, rerank)
+    heaps = new_heaps(q.shape[0], width)
+    indexed = index.rows if index is not None else 0
+    if indexed:
+        found = index.search(q, codec.probe(q), codes[:indexed], live, width, index.check_knob(knob, width))
+        merge_candidates(*found, *heaps)
+    if sealed > indexed:
+        scan_codes(codec.scorer(q), codes[indexed:], indexed, live[indexed:sealed], heaps)
     if vectors.shape[0] > sealed:
         scan_exact(q, vectors[sealed:], sealed, live[sealed:], metric, heaps)
     if rerank:

@@ -8,12 +8,45 @@ the similarity, larger is better: ``<q, x>`` for ip, ``-||q - x||^2`` for l2.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
 from vecpack.errors import InvalidInput
+from vecpack.kernels import probe as probe_kinds
 from vecpack.kernels.topk import merge_scores
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Queries described for ``kernels.probe.score_row`` (one code row at a time, for index traversals).
+
+    kind : one of the kinds in ``kernels.probe``.
+    qf : float32 (m, F), qw : uint64 (m, W): per-query parameters of that kind.
+    code_dtype : element type the uint8 code rows are viewed as (``codes.view(code_dtype)``).
+    """
+
+    kind: int
+    qf: np.ndarray
+    qw: np.ndarray
+    code_dtype: type
+
+    def view(self, codes: np.ndarray) -> np.ndarray:
+        """Code rows uint8 (n, code_size) as the (n, elements) array ``score_row`` reads."""
+        return codes.view(self.code_dtype)
+
+
+def affine_probe(q: np.ndarray, metric: str, lo: np.ndarray, step: np.ndarray, code_dtype: type) -> Probe:
+    """Probe for codes decoded as x_j = lo_j + step_j * c_j (see ``kernels.probe``)."""
+    q = np.ascontiguousarray(q, dtype=np.float32)
+    if metric == "ip":
+        qf = np.concatenate([q * step, (q @ lo)[:, None]], axis=1)
+        kind = probe_kinds.AFFINE_IP
+    else:
+        qf = np.concatenate([(q - lo) / step, np.broadcast_to(step * step, q.shape)], axis=1)
+        kind = probe_kinds.AFFINE_L2
+    return Probe(kind, np.ascontiguousarray(qf, dtype=np.float32), np.zeros((q.shape[0], 1), np.uint64), code_dtype)
 
 
 class Scorer(ABC):
@@ -121,6 +154,11 @@ class Codec(ABC):
         """A scorer for float32 queries q (m, dim) (already normalised for cosine)."""
         self._require_trained()
         return DecodeScorer(self, q)
+
+    def probe(self, q: np.ndarray) -> Probe:
+        """Queries q float32 (m, dim) described for scoring single code rows (graph and IVF traversals)."""
+        self._require_trained()
+        raise NotImplementedError(f"codec {self.spec!r} has no probe")
 
     def default_rerank(self, k: int) -> int:
         """How many candidates to re-score with float32 vectors by default (0 = none)."""

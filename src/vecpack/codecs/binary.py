@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from vecpack.codecs.base import Codec, Scorer
+from vecpack.codecs.base import Codec, Probe, Scorer
 from vecpack.kernels.binary import binary_scan, quantize_queries, shape_token
+from vecpack.kernels.probe import BITS
 
 QUERY_BITS = 4
 
@@ -45,6 +46,12 @@ class BinaryCodec(Codec):
     def scorer(self, q):
         self._require_trained()
         return BinaryScorer(self, q)
+
+    def probe(self, q) -> Probe:
+        self._require_trained()
+        s = BinaryScorer(self, q)
+        qf = np.stack([s.qa, s.qb, s.qc], axis=1)
+        return Probe(BITS, qf, s.planes.reshape(s.planes.shape[0], -1), np.uint64)
 
     def default_rerank(self, k: int) -> int:
         return max(10 * k, 100)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from vecpack.codecs.base import Codec, DecodeScorer, Scorer
+from vecpack.codecs.base import Codec, DecodeScorer, Probe, Scorer
 from vecpack.errors import InvalidInput
 from vecpack.kernels.kmeans import kmeans
 from vecpack.kernels.pq import lut_scan, pq_decode, pq_encode
+from vecpack.kernels.probe import LUT
 
 K = 256
 #: query batches at least this large use decode + matrix product instead of tables
@@ -52,6 +53,12 @@ class PQCodec(Codec):
         if q.shape[0] >= DECODE_BATCH:
             return DecodeScorer(self, q)
         return LUTScorer(self, q)
+
+    def probe(self, q) -> Probe:
+        self._require_trained()
+        s = LUTScorer(self, q)
+        qf = np.concatenate([s.luts.reshape(s.luts.shape[0], -1), s.bias[:, None]], axis=1)
+        return Probe(LUT, qf, np.zeros((qf.shape[0], 1), np.uint64), np.uint8)
 
     def default_rerank(self, k: int) -> int:
         return max(10 * k, 100)

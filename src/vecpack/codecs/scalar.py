@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vecpack.codecs.base import Codec
+from vecpack.codecs.base import Codec, Probe, affine_probe
 from vecpack.errors import InvalidInput
 from vecpack.kernels.scalar import u8_decode, u8_encode
 
@@ -25,6 +25,9 @@ class Float32Codec(Codec):
     def decode(self, codes):
         return np.ascontiguousarray(codes).view(np.float32)
 
+    def probe(self, q) -> Probe:
+        return _unit_probe(q, self.metric, self.dim, np.float32)
+
 
 class Float16Codec(Codec):
     """IEEE half precision: 2 bytes per dimension, near-lossless for unit vectors."""
@@ -42,6 +45,9 @@ class Float16Codec(Codec):
 
     def decode(self, codes):
         return np.ascontiguousarray(codes).view(np.float16).astype(np.float32)
+
+    def probe(self, q) -> Probe:
+        return _unit_probe(q, self.metric, self.dim, np.uint16)
 
 
 class Int8Codec(Codec):
@@ -71,6 +77,10 @@ class Int8Codec(Codec):
     def decode(self, codes):
         return u8_decode(np.ascontiguousarray(codes), self.lo, self.step)
 
+    def probe(self, q) -> Probe:
+        self._require_trained()
+        return affine_probe(q, self.metric, self.lo, self.step, np.uint8)
+
     def state(self):
         return {"lo": self.lo, "step": self.step}
 
@@ -78,3 +88,8 @@ class Int8Codec(Codec):
         self.lo = np.ascontiguousarray(arrays["lo"], dtype=np.float32)
         self.step = np.ascontiguousarray(arrays["step"], dtype=np.float32)
         self.trained = True
+
+
+def _unit_probe(q: np.ndarray, metric: str, dim: int, code_dtype: type) -> Probe:
+    """Probe for codes that store the values themselves (lo = 0, step = 1)."""
+    return affine_probe(q, metric, np.zeros(dim, np.float32), np.ones(dim, np.float32), code_dtype)

@@ -10,10 +10,12 @@ from vecpack.kernels.topk import merge_scores
 BLOCK_ROWS = 8192
 
 
-def scan_codes(scorer: Scorer, codes: np.ndarray, live: np.ndarray, heaps: tuple[np.ndarray, np.ndarray]) -> None:
-    """Merge the scores of all code rows uint8 (n, code_size) into heaps; rows with live == 0 are skipped."""
+def scan_codes(
+    scorer: Scorer, codes: np.ndarray, row0: int, live: np.ndarray, heaps: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """Merge the scores of code rows uint8 (n, code_size), numbered from row0, into heaps; live == 0 rows skipped."""
     if codes.shape[0]:
-        scorer.scan(codes, 0, live, *heaps)
+        scorer.scan(codes, row0, live, *heaps)
 
 
 def scan_exact(

@@ -1,40 +1,27 @@
-"""Lloyd's k-means in numba (squared L2), seeded and deterministic."""
+"""Lloyd's k-means (squared L2), seeded and deterministic: BLAS assignment, numba update."""
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
+
+ASSIGN_BLOCK = 16384  # rows per matrix product in ``assign`` (bounds the (block, k) score matrix)
 
 
-@njit(cache=True, parallel=True, fastmath=True)
-def assign(x, centroids):
-    """Nearest centroid (int64 (n,)) and squared distance (float32 (n,)) of x (n, d) to centroids (k, d)."""
-    n, d = x.shape
-    k = centroids.shape[0]
-    c_sq = np.empty(k, dtype=np.float32)
-    for c in range(k):
-        acc = np.float32(0.0)
-        for j in range(d):
-            acc += centroids[c, j] * centroids[c, j]
-        c_sq[c] = acc
-    labels = np.empty(n, dtype=np.int64)
-    dist = np.empty(n, dtype=np.float32)
-    for i in prange(n):
-        x_sq = np.float32(0.0)
-        for j in range(d):
-            x_sq += x[i, j] * x[i, j]
-        best = np.inf
-        arg = 0
-        for c in range(k):
-            dot = np.float32(0.0)
-            for j in range(d):
-                dot += x[i, j] * centroids[c, j]
-            dd = c_sq[c] - 2.0 * dot
-            if dd < best:
-                best = dd
-                arg = c
-        labels[i] = arg
-        dist[i] = max(best + x_sq, 0.0)
+def assign(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid (int64 (n,)) and squared distance (float32 (n,)) of x (n, d) to centroids (k, d).
+
+    Distances come from |x|^2 - 2 <x, c> + |c|^2 with the products in BLAS, block by block.
+    """
+    c_sq = np.einsum("ij,ij->i", centroids, centroids)
+    labels = np.empty(x.shape[0], dtype=np.int64)
+    dist = np.empty(x.shape[0], dtype=np.float32)
+    for a in range(0, x.shape[0], ASSIGN_BLOCK):
+        xb = x[a : a + ASSIGN_BLOCK]
+        d = c_sq[None, :] - 2.0 * (xb @ centroids.T)
+        lab = np.argmin(d, axis=1)
+        labels[a : a + xb.shape[0]] = lab
+        dist[a : a + xb.shape[0]] = np.maximum(d[np.arange(xb.shape[0]), lab] + np.einsum("ij,ij->i", xb, xb), 0.0)
     return labels, dist
 
 

@@ -119,6 +119,17 @@ class Catalog:
         self.conn.executemany("DELETE FROM records WHERE row = ?", [(r,) for r in rows])
         self.conn.executemany("INSERT INTO tombstones (row) VALUES (?)", [(r,) for r in rows])
 
+    def renumber(self, keep: np.ndarray) -> None:
+        """Compaction: the live rows ``keep`` (ascending) become rows 0 .. len(keep)-1; tombstones are dropped.
+
+        Updating in ascending order never collides: each new row number is below every
+        row number not yet updated.
+        """
+        self.conn.executemany(
+            "UPDATE records SET row = ? WHERE row = ?", ((new, int(old)) for new, old in enumerate(keep) if new != old)
+        )
+        self.conn.execute("DELETE FROM tombstones")
+
     def tombstones(self) -> np.ndarray:
         return np.fromiter((r for (r,) in self.conn.execute("SELECT row FROM tombstones")), dtype=np.int64)
 
@@ -130,6 +141,11 @@ class Catalog:
         """Record the crc32 of rows row0..row0+n-1 in ``batches`` (vectors) or ``segments`` (codes)."""
         assert table in ("batches", "segments")
         self.conn.execute(f"INSERT OR REPLACE INTO {table} (row0, n, crc) VALUES (?, ?, ?)", (row0, n, crc))
+
+    def clear_ranges(self) -> None:
+        """Forget every checksummed range (compaction rewrites both row files)."""
+        self.conn.execute("DELETE FROM batches")
+        self.conn.execute("DELETE FROM segments")
 
     def ranges(self, table: str) -> list[tuple[int, int, int]]:
         assert table in ("batches", "segments")

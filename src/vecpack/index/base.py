@@ -1,0 +1,133 @@
+"""The index contract, and how an index's arrays live on disk.
+
+An index covers the sealed rows 0 .. ``rows``-1 of a collection and returns
+candidate rows scored over compressed codes; the collection merges them with
+a flat scan of rows sealed after the index was built and an exact scan of the
+growing rows, then re-ranks (see ``vecpack.search``). Rows are never renumbered
+under an index, except by ``remap`` during compaction.
+
+On disk an index is a folder of ``.npy`` arrays (opened with mmap, so a
+reopen reads no data) written to a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import zlib
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from vecpack.codecs.base import Probe
+from vecpack.errors import CorruptData, InvalidInput
+from vecpack.storage.files import fsync_dir
+
+
+class Index(ABC):
+    """A search structure over rows 0 .. rows-1; ``params`` are its build parameters (JSON-able, with the
+    codec metric "ip" or "l2" under "metric")."""
+
+    kind: ClassVar[str]
+    #: name of the search-time knob ("ef", "nprobe")
+    knob: ClassVar[str]
+
+    def __init__(self, rows: int, params: dict[str, Any]) -> None:
+        self.rows = rows
+        self.params = params
+
+    @classmethod
+    @abstractmethod
+    def build(
+        cls, vectors: np.ndarray, codes: np.ndarray, live: np.ndarray, probe_dtype: type, params: dict[str, Any]
+    ) -> Index:
+        """Index the live rows of vectors float32 (n, d) (prepared: unit norm for cosine) / codes uint8 (n, c)."""
+
+    @abstractmethod
+    def extend(self, vectors: np.ndarray, codes: np.ndarray, live: np.ndarray) -> Index:
+        """A new index that also covers rows self.rows .. len(vectors)-1 (the live ones); self is unchanged."""
+
+    @abstractmethod
+    def search(
+        self, q: np.ndarray, probe: Probe, codes: np.ndarray, live: np.ndarray, k_out: int, knob: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Best k_out live candidates per query, scores float32 / rows int64 (m, k_out), -1 = none.
+
+        q : float32 (m, d) prepared queries; probe : the same queries described by the codec;
+        codes : the collection's codes of rows 0 .. rows-1; live : uint8 by row.
+        """
+
+    @abstractmethod
+    def compact(self, vectors: np.ndarray, codes: np.ndarray, live: np.ndarray, keep: np.ndarray) -> Index:
+        """The index after compaction: rows keep[i] become row i, every other row is gone."""
+
+    @abstractmethod
+    def default_knob(self, k_out: int) -> int:
+        """Knob value used when the caller gives none (aims at recall@10 >= 0.95 after re-rank)."""
+
+    @abstractmethod
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Arrays to persist; ``from_arrays`` rebuilds the index from them."""
+
+    @classmethod
+    @abstractmethod
+    def from_arrays(cls, rows: int, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> Index: ...
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the index's own arrays (resident while serving)."""
+        return sum(a.nbytes for a in self.arrays().values())
+
+    def check_knob(self, knob: int | None, k_out: int) -> int:
+        if knob is None:
+            return self.default_knob(k_out)
+        if isinstance(knob, bool) or not isinstance(knob, int | np.integer) or knob < 1:
+            raise InvalidInput(f"{self.knob} must be a positive int, got {knob!r}")
+        return int(knob)
+
+
+def check_metric(params: dict[str, Any]) -> None:
+    """params["metric"] is the codec metric the index scores with: "ip" or "l2"."""
+    if params["metric"] not in ("ip", "l2"):
+        raise InvalidInput(f"index metric must be 'ip' or 'l2', got {params['metric']!r}")
+
+
+def save_arrays(folder: Path, arrays: dict[str, np.ndarray]) -> int:
+    """Write arrays as ``folder/<name>.npy`` atomically (temp folder, fsync, rename); returns their crc32."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    crc = 0
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        with open(tmp / f"{name}.npy", "wb") as f:
+            np.save(f, a)
+            f.flush()
+            os.fsync(f.fileno())
+        crc = zlib.crc32(a.view(np.uint8).reshape(-1), crc)
+    fsync_dir(tmp)
+    os.replace(tmp, folder)
+    fsync_dir(folder.parent)
+    return crc
+
+
+def load_arrays(folder: Path, names: list[str]) -> dict[str, np.ndarray]:
+    """Arrays written by ``save_arrays``, memory-mapped read-only; CorruptData if one is missing or unreadable."""
+    out = {}
+    for name in names:
+        path = folder / f"{name}.npy"
+        try:
+            out[name] = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise CorruptData(f"{path}: cannot read index array ({exc})") from exc
+    return out
+
+
+def arrays_crc(arrays: dict[str, np.ndarray]) -> int:
+    crc = 0
+    for name in sorted(arrays):
+        crc = zlib.crc32(np.ascontiguousarray(arrays[name]).view(np.uint8).reshape(-1), crc)
+    return crc
+

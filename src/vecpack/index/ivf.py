@@ -1,0 +1,132 @@
+"""IVF index: a k-means coarse quantizer and inverted lists of codes, scanned for the nprobe nearest lists.
+
+The lists hold a copy of the rows' codes stored list after list, so a probe
+reads contiguous memory; the collection's own code file is then not touched
+for indexed rows (it stays mapped, not resident).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from vecpack.codecs.base import Probe
+from vecpack.errors import InvalidInput
+from vecpack.index.base import Index, check_metric
+from vecpack.kernels.ivf import ivf_scan
+from vecpack.kernels.kmeans import assign, kmeans
+from vecpack.kernels.topk import new_heaps
+
+DEFAULTS: dict[str, Any] = {"metric": "ip", "nlist": None, "train_rows": 65536, "iters": 10, "seed": 0}
+
+
+def default_nlist(n: int) -> int:
+    """4 * sqrt(n) lists (FAISS's rule of thumb), at most n / 39 so k-means has data for each."""
+    return int(max(1, min(4 * np.sqrt(n), n / 39)))
+
+
+def ivf_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Build parameters with defaults filled in; InvalidInput naming a bad one."""
+    unknown = set(params) - set(DEFAULTS)
+    if unknown:
+        raise InvalidInput(f"unknown ivf index parameters {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    out = {**DEFAULTS, **params}
+    check_metric(out)
+    for name in ("nlist", "train_rows", "iters"):
+        v = out[name]
+        if v is None and name == "nlist":
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise InvalidInput(f"ivf {name} must be a positive int, got {v!r}")
+    return out
+
+
+class IVFIndex(Index):
+    kind = "ivf"
+    knob = "nprobe"
+
+    def __init__(
+        self, rows: int, params: dict[str, Any], centroids: np.ndarray, offsets: np.ndarray,
+        list_rows: np.ndarray, list_codes: np.ndarray,
+    ) -> None:
+        super().__init__(rows, params)
+        self.centroids = centroids
+        self.offsets = offsets
+        self.list_rows = list_rows
+        self.list_codes = list_codes
+
+    @classmethod
+    def build(cls, vectors, codes, live, probe_dtype, params):
+        params = ivf_params(params)
+        n = vectors.shape[0]
+        rows = np.flatnonzero(live[:n])
+        nlist = params["nlist"] or default_nlist(max(rows.size, 1))
+        if rows.size < nlist:
+            raise InvalidInput(f"ivf index with nlist={nlist} needs at least {nlist} rows, got {rows.size}")
+        rng = np.random.default_rng(params["seed"])
+        sample = np.sort(rng.choice(rows, size=min(rows.size, max(params["train_rows"], nlist)), replace=False))
+        centroids = kmeans(np.ascontiguousarray(vectors[sample]), nlist, iters=params["iters"], seed=params["seed"])
+        params = {**params, "nlist": nlist}
+        empty = cls(n, params, centroids, np.zeros(nlist + 1, np.int64), np.zeros(0, np.int64),
+                    np.zeros((0, codes.shape[1]), np.uint8))
+        return empty._with_rows(vectors, codes, rows, n)
+
+    def extend(self, vectors, codes, live):
+        n = vectors.shape[0]
+        return self._with_rows(vectors, codes, np.arange(self.rows, n)[live[self.rows : n] != 0], n)
+
+    def _with_rows(self, vectors: np.ndarray, codes: np.ndarray, rows: np.ndarray, n: int) -> IVFIndex:
+        """A new index holding this one's lists plus ``rows`` assigned to their nearest centroid."""
+        nlist = self.centroids.shape[0]
+        old_labels = np.repeat(np.arange(nlist), np.diff(self.offsets))
+        labels = np.concatenate([old_labels, _labels(vectors, rows, self.centroids)])
+        all_rows = np.concatenate([self.list_rows, rows])
+        all_codes = np.concatenate([self.list_codes, codes[rows]])
+        order = np.argsort(labels, kind="stable")
+        offsets = np.zeros(nlist + 1, dtype=np.int64)
+        np.cumsum(np.bincount(labels, minlength=nlist), out=offsets[1:])
+        list_codes = np.ascontiguousarray(all_codes[order])
+        return IVFIndex(n, self.params, self.centroids, offsets, all_rows[order], list_codes)
+
+    def search(self, q, probe: Probe, codes, live, k_out, knob):
+        heaps = new_heaps(q.shape[0], k_out)
+        ivf_scan(probe.kind, probe.qf, probe.qw, probe.view(self.list_codes), self.list_rows, self.offsets,
+                 self.nearest_lists(q, knob), live, *heaps)
+        return heaps
+
+    def nearest_lists(self, q: np.ndarray, nprobe: int) -> np.ndarray:
+        """The nprobe lists nearest each query (int64 (m, nprobe))."""
+        nprobe = min(nprobe, self.centroids.shape[0])
+        s = q @ self.centroids.T
+        if self.params["metric"] == "l2":
+            s = 2 * s - np.einsum("ij,ij->i", self.centroids, self.centroids)[None, :]
+        return np.argpartition(-s, nprobe - 1, axis=1)[:, :nprobe].astype(np.int64)
+
+    def compact(self, vectors, codes, live, keep):
+        new_row = np.full(self.rows, -1, dtype=np.int64)
+        new_row[keep] = np.arange(keep.size)
+        alive = live[self.list_rows] != 0
+        nlist = self.centroids.shape[0]
+        labels = np.repeat(np.arange(nlist), np.diff(self.offsets))
+        offsets = np.zeros_like(self.offsets)
+        np.cumsum(np.bincount(labels[alive], minlength=nlist), out=offsets[1:])
+        return IVFIndex(keep.size, self.params, self.centroids, offsets, new_row[self.list_rows[alive]],
+                        np.ascontiguousarray(self.list_codes[alive]))
+
+    def default_knob(self, k_out):
+        return max(1, self.centroids.shape[0] // 16)
+
+    def arrays(self):
+        return {"centroids": self.centroids, "offsets": self.offsets, "list_rows": self.list_rows,
+                "list_codes": self.list_codes}
+
+    @classmethod
+    def from_arrays(cls, rows, params, arrays):
+        return cls(rows, params, arrays["centroids"], arrays["offsets"], arrays["list_rows"], arrays["list_codes"])
+
+
+def _labels(vectors: np.ndarray, rows: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    if rows.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    return assign(np.ascontiguousarray(vectors[rows]), centroids)[0]
