@@ -245,3 +245,29 @@ def test_synthetic_million_is_fast_and_lean():
     assert time.perf_counter() - t < 30
     assert ds.corpus.shape == (1_000_000, 384) and ds.corpus.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(ds.corpus[::997], axis=1), 1, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- scifact-sentences (cache)
+
+
+def test_sentences_missing_cache_says_how_to_build(tmp_path, monkeypatch):
+    monkeypatch.setenv("VECPACK_CACHE", str(tmp_path))
+    assert datasets.cache_root() == tmp_path
+    with pytest.raises(FileNotFoundError, match=r"scifact-sentences.*corpus\.npy.*bench/embed_sentences\.py"):
+        load_dataset("scifact-sentences")
+
+
+def test_real_sentences_load():
+    if not (datasets.cache_root() / "scifact-sentences" / "corpus.npy").is_file():
+        pytest.skip("scifact-sentences not built (python bench/embed_sentences.py)")
+    ds = load_dataset("scifact-sentences", max_queries=100)
+    n, d = ds.corpus.shape
+    assert n >= 30_000 and d == 384 and ds.dim == 384
+    assert ds.corpus.dtype == np.float32 and ds.queries.dtype == np.float32
+    assert ds.queries.shape == (100, 384) and len(ds.query_ids) == 100
+    assert np.isfinite(ds.corpus).all() and np.isfinite(ds.queries).all()
+    np.testing.assert_allclose(np.linalg.norm(ds.corpus, axis=1), 1, atol=1e-3)
+    np.testing.assert_allclose(np.linalg.norm(ds.queries, axis=1), 1, atol=1e-3)
+    assert len(ds.corpus_ids) == n and len(set(ds.corpus_ids)) == n
+    assert all("#" in i for i in ds.corpus_ids[:100])
+    assert ds.qrels is None and ds.metric == "cosine"

@@ -175,8 +175,12 @@ class Collection:
         if state["rows"] > sealed:
             raise CorruptData(f"{self.path}: index covers {state['rows']} rows but only {sealed} are sealed")
         arrays = load_arrays(self.path / state["dir"], state["arrays"])
-        self._index = cls.from_arrays(state["rows"], state["params"], arrays)
-        self._index_dir = state["dir"]
+        index = cls.from_arrays(state["rows"], state["params"], arrays)
+        try:
+            index.check()
+        except CorruptData as exc:
+            raise CorruptData(f"{self.path / state['dir']}: {exc}") from exc
+        self._index, self._index_dir = index, state["dir"]
 
     def _verify_tail(self, table: str, rows: RowFile) -> None:
         last = self._catalog.last_range(table)
@@ -311,10 +315,15 @@ class Collection:
             shutil.rmtree(self.path / expect_dir, ignore_errors=True)
 
     def _compact(self) -> None:
-        """Rewrite vectors, codes and index without deleted rows as generation g + 1, in one transaction."""
+        """Rewrite vectors, codes and index without deleted rows as generation g + 1, in one transaction.
+
+        Renumbering keeps the order of rows, so sealed rows stay a prefix (rows a codec could not
+        be trained for yet stay growing) and the index's rows stay a prefix of those.
+        """
         with self._write():
-            n_rows = self._catalog.get_meta("n_rows")
+            n_rows, sealed = self._catalog.get_meta("n_rows"), self._catalog.get_meta("sealed_rows")
             keep = np.flatnonzero(self._live[:n_rows])
+            keep_sealed = keep[keep < sealed]
             gen = self._catalog.get_meta("generation", 0) + 1
             files = (f"vectors-{gen}.f32", f"codes-{gen}.bin")
             for name in files:
@@ -323,11 +332,13 @@ class Collection:
             codes = RowFile(self.path / files[1], CODES_MAGIC, self._codec.code_size, create=True)
             try:
                 old_vectors = self._vectors.view(n_rows, np.float32)
-                old_codes = self._codes.view(n_rows)
+                old_codes = self._codes.view(sealed)
                 self._catalog.clear_ranges()
                 for a in range(0, keep.size, ENCODE_CHUNK):
                     part = keep[a : a + ENCODE_CHUNK]
                     self._catalog.add_range("batches", a, part.size, vectors.write(a, old_vectors[part]))
+                for a in range(0, keep_sealed.size, ENCODE_CHUNK):
+                    part = keep_sealed[a : a + ENCODE_CHUNK]
                     self._catalog.add_range("segments", a, part.size, codes.write(a, old_codes[part]))
             finally:
                 vectors.close()
@@ -335,16 +346,18 @@ class Collection:
             index_state = None
             if self._index is not None:
                 live = self._live[:n_rows]
-                index = self._index.compact(prepare(old_vectors, self.metric), old_codes, live, keep)
+                index = self._index.compact(prepare(old_vectors[: self._index.rows], self.metric), old_codes, live,
+                                            keep)
                 folder = f"index-{uuid.uuid4().hex[:12]}"
                 arrays = index.arrays()
                 index_state = {"dir": folder, "rows": index.rows, "crc": save_arrays(self.path / folder, arrays),
                                "params": index.params, "arrays": sorted(arrays)}
             self._catalog.renumber(keep)
-            self._catalog.set_meta(n_rows=int(keep.size), sealed_rows=int(keep.size), generation=gen,
+            self._catalog.set_meta(n_rows=int(keep.size), sealed_rows=int(keep_sealed.size), generation=gen,
                                    vectors_file=files[0], codes_file=files[1], index_state=index_state)
             self._pending["reload"] = True
         self._remove_stale_files()
+        self._catalog.checkpoint()
 
     def _check_batch(self, ids: Any, vectors: Any, metadata: Any) -> tuple[list[str], np.ndarray, list[str | None]]:
         ids = validate.ids(ids)
@@ -464,7 +477,7 @@ class Collection:
         rerank : candidates re-scored with the float32 vectors; None = the codec's
             default (0 for float32, float16 and int8; max(10k, 100) for binary and PQ); 0 = off.
         ef : graph index only: beam width (default max(64, k, rerank)); larger = better recall, slower.
-        nprobe : IVF index only: lists scanned per query (default nlist / 16).
+        nprobe : IVF index only: lists scanned per query (default 3 sqrt(nlist), at least 8).
 
         Returns
         -------
@@ -500,13 +513,14 @@ class Collection:
 
     def _check_knob(self, ef: int | None, nprobe: int | None) -> int | None:
         """The knob for this collection's index; InvalidInput for the other index's knob."""
+        knob = None
         for name, value, kind in (("ef", ef, "graph"), ("nprobe", nprobe, "ivf")):
             if value is not None and self.index_kind != kind:
                 raise InvalidInput(f"{name} applies to {kind} indexes; collection {self.name!r} has index "
                                    f"{self.index_kind!r}")
             if value is not None:
-                return validate.positive_int(value, name, high=validate.MAX_K)
-        return None
+                knob = validate.positive_int(value, name, high=validate.MAX_K)
+        return knob
 
     def _hits(self, scores: np.ndarray, rows: np.ndarray) -> list[list[Hit]]:
         if self.metric == "l2":
@@ -555,7 +569,7 @@ class Collection:
         ``memory_bytes`` is what search keeps resident: the index, codes of the sealed
         rows it does not hold (an IVF index holds its rows' codes; a graph reads the
         collection's), float32 rows of the growing segment, the live mask and codec
-        parameters. ``disk_bytes`` is the folder's size.
+        parameters. ``disk_bytes`` is the disk space the folder's files take (allocated blocks).
         """
         with self._lock:
             self._refresh()
@@ -583,7 +597,7 @@ class Collection:
                     (self._sealed - own_codes) * self._codec.code_size + index_bytes + growing * 4 * self.dim
                     + self._n_rows + codec_bytes
                 ),
-                "disk_bytes": sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file()),
+                "disk_bytes": sum(f.stat().st_blocks * 512 for f in self.path.rglob("*") if f.is_file()),
             }
 
     def verify(self) -> None:

@@ -4,13 +4,16 @@
 
 * ``scifact``, ``msmarco-dl19``: BEIR folders with all-MiniLM-L6-v2 embeddings
   (cosine) and graded relevance labels;
+* ``scifact-sentences``: ~50k SciFact sentences embedded with all-MiniLM-L6-v2
+  (cosine), SciFact claims as queries, no relevance labels; built once by
+  ``python bench/embed_sentences.py`` into :func:`cache_root`;
 * ``mnist``: the 10k MNIST test images as 784-d pixel vectors in [0, 1] (l2);
 * ``synthetic:N`` or ``synthetic:N:D``: N seeded synthetic vectors of dimension
   D (default 384) whose spectrum and cluster structure are fitted to the
   SciFact all-MiniLM-L6-v2 corpus embeddings (see :func:`synthetic`).
 
 Real data is never copied into the repository; it is looked up under
-:func:`data_root`.
+:func:`data_root` (derived sets under :func:`cache_root`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import numpy as np
 from vecpack.errors import InvalidInput, UnknownSpec
 
 BEIR_SETS = ("scifact", "msmarco-dl19")
+SENTENCES_SET = "scifact-sentences"
 PROFILE_PATH = Path(__file__).parent / "profiles" / "minilm384.npz"
 _CHUNK_ROWS = 16_384  # generation chunk; fixed so output never depends on threads
 
@@ -96,13 +100,23 @@ def data_root() -> Path | None:
     return None
 
 
+def cache_root() -> Path:
+    """Base folder for derived datasets: ``$VECPACK_CACHE`` when set, else ``~/.cache/vecpack``.
+
+    The folder may not exist yet; nothing is created here.
+    """
+    env = os.environ.get("VECPACK_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "vecpack"
+
+
 def load_dataset(spec: str, *, root: Path | None = None, max_queries: int | None = None) -> Dataset:
     """Load a dataset by name.
 
     Parameters
     ----------
-    spec : ``"scifact"``, ``"msmarco-dl19"``, ``"mnist"`` or ``"synthetic:N[:D]"``.
-    root : data folder; defaults to :func:`data_root`. Unused for synthetic specs.
+    spec : ``"scifact"``, ``"msmarco-dl19"``, ``"scifact-sentences"``, ``"mnist"`` or ``"synthetic:N[:D]"``.
+    root : data folder; defaults to :func:`data_root`. Unused for synthetic specs
+        and for ``scifact-sentences``, which is read from ``cache_root()/scifact-sentences``.
     max_queries : keep at most this many queries (the first ones, in file order).
         For synthetic specs it is the number of generated queries (default 1,000).
 
@@ -110,7 +124,8 @@ def load_dataset(spec: str, *, root: Path | None = None, max_queries: int | None
     -----
     BEIR sets keep every query (SciFact 1,109, of which 300 are judged;
     msmarco-dl19 50, of which 43 are judged): recall and speed use them all,
-    nDCG skips the unjudged ones. MNIST: the first 9,000 test images are the corpus, the last 1,000
+    nDCG skips the unjudged ones. ``scifact-sentences`` has qrels None (ground
+    truth is exact kNN) and ids ``<docid>#<k>``. MNIST: the first 9,000 test images are the corpus, the last 1,000
     the queries; ids are row numbers within each array.
 
     Raises
@@ -125,9 +140,12 @@ def load_dataset(spec: str, *, root: Path | None = None, max_queries: int | None
     if spec.startswith("synthetic"):
         n, d = _parse_synthetic(spec)
         return synthetic(n, d, n_queries=max_queries or 1000)
+    if spec == SENTENCES_SET:
+        return _load_sentences(cache_root() / SENTENCES_SET, max_queries)
     if spec not in (*BEIR_SETS, "mnist"):
         raise UnknownSpec(
-            f"unknown dataset spec {spec!r}; expected one of {', '.join(BEIR_SETS)}, mnist, synthetic:N[:D]"
+            f"unknown dataset spec {spec!r}; expected one of {', '.join(BEIR_SETS)}, {SENTENCES_SET}, "
+            "mnist, synthetic:N[:D]"
         )
     base = root if root is not None else data_root()
     if base is None:
@@ -157,10 +175,10 @@ def _parse_synthetic(spec: str) -> tuple[int, int]:
     return nums[0], (nums[1] if len(nums) == 2 else 384)
 
 
-def _need(spec: str, *paths: Path) -> None:
+def _need(spec: str, *paths: Path, hint: str = "") -> None:
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"dataset {spec!r}: missing {', '.join(missing)}")
+        raise FileNotFoundError(f"dataset {spec!r}: missing {', '.join(missing)}{'; ' + hint if hint else ''}")
 
 
 def _read_ids(path: Path) -> list[str]:
@@ -219,6 +237,30 @@ def _load_beir(spec: str, base: Path, max_queries: int | None) -> Dataset:
         texts=_read_texts(base / "corpus.jsonl", cids),
         query_texts=None if qtexts is None else [qtexts[i] for i in keep],
         note="all-MiniLM-L6-v2 embeddings (unit norm)",
+    )
+
+
+def _load_sentences(base: Path, max_queries: int | None) -> Dataset:
+    """``scifact-sentences`` from the folder written by ``bench/embed_sentences.py`` (qrels None)."""
+    files = [base / f for f in ("corpus.npy", "queries.npy", "corpus_ids.txt", "queries_ids.txt")]
+    _need(SENTENCES_SET, *files, hint="build it with `python bench/embed_sentences.py` (about 15 min on CPU)")
+    corpus = np.ascontiguousarray(np.load(files[0]), dtype=np.float32)
+    queries = np.ascontiguousarray(np.load(files[1]), dtype=np.float32)
+    cids, qids = _read_ids(files[2]), _read_ids(files[3])
+    if len(cids) != len(corpus) or len(qids) != len(queries):
+        raise ValueError(f"dataset {SENTENCES_SET!r}: id files do not match the embedding row counts in {base}")
+    if max_queries is not None:
+        queries, qids = queries[:max_queries], qids[:max_queries]
+    return Dataset(
+        name=SENTENCES_SET,
+        corpus=corpus,
+        queries=np.ascontiguousarray(queries),
+        metric="cosine",
+        corpus_ids=cids,
+        query_ids=qids,
+        qrels=None,
+        note="SciFact sentences (title + text split on sentence ends), all-MiniLM-L6-v2 (unit norm); "
+        "queries are the SciFact claims",
     )
 
 

@@ -62,10 +62,13 @@ def search_rows(
     """
     sealed = codes.shape[0]
     width = max(k, rerank)
-    heaps = new_heaps(q.shape[0], width)
     indexed = index.rows if index is not None else 0
     if indexed:
         found = index.search(q, codec.probe(q), codes[:indexed], live, width, index.check_knob(knob, width))
+        if indexed == vectors.shape[0] and not rerank:  # the index holds every row: its answer is final
+            return found[0][:, :k], found[1][:, :k]
+    heaps = new_heaps(q.shape[0], width)
+    if indexed:
         merge_candidates(*found, *heaps)
     if sealed > indexed:
         scan_codes(codec.scorer(q), codes[indexed:], indexed, live[indexed:sealed], heaps)

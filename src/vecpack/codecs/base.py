@@ -39,14 +39,18 @@ class Probe:
 
 def affine_probe(q: np.ndarray, metric: str, lo: np.ndarray, step: np.ndarray, code_dtype: type) -> Probe:
     """Probe for codes decoded as x_j = lo_j + step_j * c_j (see ``kernels.probe``)."""
-    q = np.ascontiguousarray(q, dtype=np.float32)
+    m, d = q.shape
     if metric == "ip":
-        qf = np.concatenate([q * step, (q @ lo)[:, None]], axis=1)
+        qf = np.empty((m, d + 1), dtype=np.float32)
+        np.multiply(q, step, out=qf[:, :d])
+        qf[:, d] = q @ lo
         kind = probe_kinds.AFFINE_IP
     else:
-        qf = np.concatenate([(q - lo) / step, np.broadcast_to(step * step, q.shape)], axis=1)
+        qf = np.empty((m, 2 * d), dtype=np.float32)
+        np.divide(q - lo, step, out=qf[:, :d])
+        qf[:, d:] = step * step
         kind = probe_kinds.AFFINE_L2
-    return Probe(kind, np.ascontiguousarray(qf, dtype=np.float32), np.zeros((q.shape[0], 1), np.uint64), code_dtype)
+    return Probe(kind, qf, np.zeros((m, 1), dtype=np.uint64), code_dtype)
 
 
 class Scorer(ABC):

@@ -53,7 +53,7 @@ class Index(ABC):
     def search(
         self, q: np.ndarray, probe: Probe, codes: np.ndarray, live: np.ndarray, k_out: int, knob: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Best k_out live candidates per query, scores float32 / rows int64 (m, k_out), -1 = none.
+        """Best k_out live candidates per query, best first: scores float32 / rows int64 (m, k_out), -1 = none.
 
         q : float32 (m, d) prepared queries; probe : the same queries described by the codec;
         codes : the collection's codes of rows 0 .. rows-1; live : uint8 by row.
@@ -61,7 +61,15 @@ class Index(ABC):
 
     @abstractmethod
     def compact(self, vectors: np.ndarray, codes: np.ndarray, live: np.ndarray, keep: np.ndarray) -> Index:
-        """The index after compaction: rows keep[i] become row i, every other row is gone."""
+        """The index after compaction: rows keep[i] (ascending) become row i, every other row is gone.
+
+        keep may hold rows the index does not cover (>= rows); the result covers the kept rows
+        below ``rows`` only, and ``extend`` adds the others later.
+        """
+
+    @abstractmethod
+    def check(self) -> None:
+        """Cheap structural checks after loading (ids in range, consistent shapes); CorruptData if not."""
 
     @abstractmethod
     def default_knob(self, k_out: int) -> int:
@@ -92,6 +100,12 @@ def check_metric(params: dict[str, Any]) -> None:
     """params["metric"] is the codec metric the index scores with: "ip" or "l2"."""
     if params["metric"] not in ("ip", "l2"):
         raise InvalidInput(f"index metric must be 'ip' or 'l2', got {params['metric']!r}")
+
+
+def check_seed(params: dict[str, Any]) -> None:
+    seed = params["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InvalidInput(f"index seed must be a non-negative int, got {seed!r}")
 
 
 def save_arrays(folder: Path, arrays: dict[str, np.ndarray]) -> int:

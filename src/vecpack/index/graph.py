@@ -14,16 +14,18 @@ from typing import Any
 import numpy as np
 
 from vecpack.codecs.base import Probe
-from vecpack.errors import InvalidInput
-from vecpack.index.base import Index, check_metric
+from vecpack.errors import CorruptData, InvalidInput
+from vecpack.index.base import Index, check_metric, check_seed
 from vecpack.kernels.graph import add_reverse_edges, graph_search, insert_batch, repair_deleted, trim_rows
 
-DEFAULTS = {"metric": "ip", "degree": 32, "build_ef": 128, "alpha": 1.2, "insert_order": "given", "seed": 0}
+DEFAULTS = {"metric": "ip", "degree": 32, "build_ef": 96, "alpha": 1.1, "insert_order": "random", "seed": 0}
 INSERT_ORDERS = ("given", "random", "lid")
 #: the largest insertion batch, as a fraction of the rows (ParlayANN's prefix doubling stops here)
 MAX_BATCH_FRACTION = 0.02
 #: during construction rows may hold SLACK * degree neighbours before a re-prune (FreshDiskANN's slack)
 SLACK = 1.3
+#: how many times a search doubles its width for queries that found fewer than k live rows
+MAX_EF_GROWTH = 4
 LID_NEIGHBOURS = 20
 LID_SAMPLE = 4096
 
@@ -40,6 +42,7 @@ def graph_params(params: dict[str, Any]) -> dict[str, Any]:
             raise InvalidInput(f"graph {name} must be an int in 2..1024, got {out[name]!r}")
     if not isinstance(out["alpha"], int | float) or not 1.0 <= out["alpha"] <= 2.0:
         raise InvalidInput(f"graph alpha must be a number in 1..2, got {out['alpha']!r}")
+    check_seed(out)
     if out["insert_order"] not in INSERT_ORDERS:
         raise InvalidInput(f"graph insert_order must be one of {INSERT_ORDERS}, got {out['insert_order']!r}")
     return out
@@ -100,17 +103,36 @@ class GraphIndex(Index):
         self.graph = trim_rows(x, graph, alpha2, degree)
 
     def search(self, q, probe: Probe, codes, live, k_out, knob):
+        """Beam search of width max(knob, k_out); queries left with fewer than k_out live rows (deleted
+        rows fill their pools) are searched again with a doubled width, up to MAX_EF_GROWTH times."""
         entries = np.array([self.entry], dtype=np.int64)
+        codes = probe.view(codes)
         ef = max(knob, k_out)
-        return graph_search(probe.kind, probe.qf, probe.qw, probe.view(codes), self.graph, entries, ef, live, k_out)
+        scores, rows = graph_search(probe.kind, probe.qf, probe.qw, codes, self.graph, entries, ef, live, k_out)
+        for _ in range(MAX_EF_GROWTH):
+            short = np.flatnonzero(rows[:, -1] < 0)
+            if short.size == 0 or ef >= self.rows:
+                break
+            ef *= 2
+            scores[short], rows[short] = graph_search(
+                probe.kind, probe.qf[short], probe.qw[short], codes, self.graph, entries, ef, live, k_out)
+        return scores, rows
 
     def compact(self, vectors, codes, live, keep):
+        covered = keep[keep < self.rows]
         repaired = repair_deleted(np.ascontiguousarray(vectors, dtype=np.float32), self.graph, live, _alpha2(self))
-        new_row = np.full(self.graph.shape[0] + 1, -1, dtype=np.int32)  # last slot maps -1 to -1
-        new_row[keep] = np.arange(keep.size, dtype=np.int32)
-        graph = new_row[repaired[keep]]
-        entry = self.entry if live[self.entry] or keep.size == 0 else int(keep[0])
-        return GraphIndex(keep.size, self.params, np.ascontiguousarray(graph), max(int(new_row[entry]), 0))
+        new_row = np.full(self.rows + 1, -1, dtype=np.int32)  # the last slot maps -1 to -1
+        new_row[covered] = np.arange(covered.size, dtype=np.int32)
+        graph = new_row[repaired[covered]]
+        entry = self.entry if live[self.entry] or covered.size == 0 else int(covered[0])
+        return GraphIndex(covered.size, self.params, np.ascontiguousarray(graph), max(int(new_row[entry]), 0))
+
+    def check(self) -> None:
+        if self.graph.shape[0] != self.rows or not 0 <= self.entry < max(self.rows, 1):
+            raise CorruptData(f"graph index: {self.graph.shape[0]} adjacency rows and entry {self.entry} "
+                              f"for {self.rows} rows")
+        if self.graph.size and not -1 <= int(self.graph.min()) <= int(self.graph.max()) < self.rows:
+            raise CorruptData("graph index: a neighbour id is out of range")
 
     def default_knob(self, k_out):
         return max(64, k_out)

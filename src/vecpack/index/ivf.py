@@ -12,11 +12,12 @@ from typing import Any
 import numpy as np
 
 from vecpack.codecs.base import Probe
-from vecpack.errors import InvalidInput
-from vecpack.index.base import Index, check_metric
+from vecpack.errors import CorruptData, InvalidInput
+from vecpack.index.base import Index, check_metric, check_seed
 from vecpack.kernels.ivf import ivf_scan
 from vecpack.kernels.kmeans import assign, kmeans
-from vecpack.kernels.topk import new_heaps
+from vecpack.kernels.probe import kind_token
+from vecpack.kernels.topk import new_heaps, sort_heaps
 
 DEFAULTS: dict[str, Any] = {"metric": "ip", "nlist": None, "train_rows": 65536, "iters": 10, "seed": 0}
 
@@ -33,6 +34,7 @@ def ivf_params(params: dict[str, Any]) -> dict[str, Any]:
         raise InvalidInput(f"unknown ivf index parameters {sorted(unknown)}; known: {sorted(DEFAULTS)}")
     out = {**DEFAULTS, **params}
     check_metric(out)
+    check_seed(out)
     for name in ("nlist", "train_rows", "iters"):
         v = out[name]
         if v is None and name == "nlist":
@@ -91,31 +93,46 @@ class IVFIndex(Index):
 
     def search(self, q, probe: Probe, codes, live, k_out, knob):
         heaps = new_heaps(q.shape[0], k_out)
-        ivf_scan(probe.kind, probe.qf, probe.qw, probe.view(self.list_codes), self.list_rows, self.offsets,
+        ivf_scan(kind_token(probe.kind), probe.qf, probe.qw, probe.view(self.list_codes), self.list_rows, self.offsets,
                  self.nearest_lists(q, knob), live, *heaps)
+        sort_heaps(*heaps)
         return heaps
 
     def nearest_lists(self, q: np.ndarray, nprobe: int) -> np.ndarray:
-        """The nprobe lists nearest each query (int64 (m, nprobe))."""
+        """The nprobe lists whose centroids are nearest each query in L2 (int64 (m, nprobe)).
+
+        L2 for every metric, as rows were assigned: for cosine the centroids are not unit
+        vectors, and ranking them by inner product would favour long ones.
+        """
         nprobe = min(nprobe, self.centroids.shape[0])
-        s = q @ self.centroids.T
-        if self.params["metric"] == "l2":
-            s = 2 * s - np.einsum("ij,ij->i", self.centroids, self.centroids)[None, :]
+        s = 2 * (q @ self.centroids.T) - np.einsum("ij,ij->i", self.centroids, self.centroids)[None, :]
         return np.argpartition(-s, nprobe - 1, axis=1)[:, :nprobe].astype(np.int64)
 
     def compact(self, vectors, codes, live, keep):
+        covered = keep[keep < self.rows]
         new_row = np.full(self.rows, -1, dtype=np.int64)
-        new_row[keep] = np.arange(keep.size)
+        new_row[covered] = np.arange(covered.size)
         alive = live[self.list_rows] != 0
         nlist = self.centroids.shape[0]
         labels = np.repeat(np.arange(nlist), np.diff(self.offsets))
         offsets = np.zeros_like(self.offsets)
         np.cumsum(np.bincount(labels[alive], minlength=nlist), out=offsets[1:])
-        return IVFIndex(keep.size, self.params, self.centroids, offsets, new_row[self.list_rows[alive]],
+        return IVFIndex(covered.size, self.params, self.centroids, offsets, new_row[self.list_rows[alive]],
                         np.ascontiguousarray(self.list_codes[alive]))
 
+    def check(self) -> None:
+        n_entries = self.list_rows.shape[0]
+        offsets = np.asarray(self.offsets)
+        if (offsets.shape != (self.centroids.shape[0] + 1,) or offsets[0] != 0 or offsets[-1] != n_entries
+                or np.any(np.diff(offsets) < 0) or self.list_codes.shape[0] != n_entries):
+            raise CorruptData("ivf index: list offsets do not match the lists")
+        if n_entries and not 0 <= int(self.list_rows.min()) <= int(self.list_rows.max()) < self.rows:
+            raise CorruptData("ivf index: a list entry's row is out of range")
+
     def default_knob(self, k_out):
-        return max(1, self.centroids.shape[0] // 16)
+        # 3 sqrt(nlist) lists: recall@10 0.95-0.97 measured on SciFact (nlist 132) and the 50k sentence set
+        nlist = self.centroids.shape[0]
+        return min(nlist, max(8, round(3 * np.sqrt(nlist))))
 
     def arrays(self):
         return {"centroids": self.centroids, "offsets": self.offsets, "list_rows": self.list_rows,

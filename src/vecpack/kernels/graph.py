@@ -5,8 +5,8 @@ padded with -1. Construction (Subramanya et al., DiskANN) and its lock-free
 parallel form (prefix-doubling batches, as in ParlayANN):
 
 1. a batch of new points searches the current graph in parallel (the graph
-   is read-only meanwhile) and prunes its visited pool to R out-neighbours
-   with the alpha rule (``robust_prune``);
+   is read-only meanwhile) and prunes the rows it expanded on the way to R
+   out-neighbours with the alpha rule (``robust_prune``);
 2. reverse edges are grouped by target; each target (one thread each)
    appends its new in-neighbours, or re-prunes when the row would overflow.
 
@@ -19,10 +19,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from vecpack.kernels.probe import AFFINE_IP, AFFINE_L2, score_row
+from vecpack.kernels.probe import AFFINE_IP, AFFINE_L2, kind_token, score_row
+from vecpack.kernels.simd import prefetch_row
 from vecpack.kernels.topk import QUERY_CHUNK
 
 _NO_WORDS = np.zeros(1, dtype=np.uint64)
+_IP_TOKEN = kind_token(AFFINE_IP)
+_L2_TOKEN = kind_token(AFFINE_L2)
 
 
 # -- visited set: open addressing over int32 rows (-1 = empty slot) ------------------------------
@@ -79,37 +82,51 @@ def _pool_insert(pool_s, pool_r, done, size, s, r):
 
 
 @njit(cache=True, fastmath=True)
-def beam_search(kind, qf, qw, codes, graph, entries, pool_s, pool_r):
+def beam_search(kind_tok, qf, qw, codes, graph, entries, pool_s, pool_r, exp_s, exp_r):
     """Best-first search from ``entries``; the L = len(pool_s) best rows found go to pool_s/pool_r, best first.
 
     Expands the best unexpanded pool row until every pool row is expanded.
-    Scores come from ``score_row(kind, qf, qw, codes[row])``. Returns the pool size.
+    Scores come from ``score_row(kind_tok, qf, qw, codes[row])``. The first len(exp_r)
+    expanded rows and their scores are recorded in exp_r / exp_s (construction prunes
+    from them: they include the far rows on the path, which give long-range edges).
+    Returns (pool size, number of expanded rows recorded).
     """
     cap = pool_s.shape[0]
     degree = graph.shape[1]
     done = np.zeros(cap, dtype=np.bool_)
-    visited = _new_visited(cap * degree // 4)
+    fresh = np.empty(degree, dtype=np.int64)
+    visited = _new_visited(cap * degree)
     n_visited = 0
     size = 0
     for e in entries:
         if _visit(visited, e):
             n_visited += 1
-            size, _ = _pool_insert(pool_s, pool_r, done, size, score_row(kind, qf, qw, codes[e]), e)
+            size, _ = _pool_insert(pool_s, pool_r, done, size, score_row(kind_tok, qf, qw, codes[e]), e)
     cur = 0
+    n_exp = 0
     while cur < size:
         node = pool_r[cur]
         done[cur] = True
+        if n_exp < exp_r.shape[0]:
+            exp_r[n_exp] = node
+            exp_s[n_exp] = pool_s[cur]
+            n_exp += 1
         first_new = cur + 1
-        for t in range(degree):
+        n_new = 0
+        for t in range(degree):  # collect unvisited neighbours and start loading their codes
             nb = np.int64(graph[node, t])
             if nb < 0:
                 break
-            if not _visit(visited, nb):
-                continue
-            n_visited += 1
-            if 2 * n_visited > visited.shape[0]:
-                visited = _grown(visited)
-            s = score_row(kind, qf, qw, codes[nb])
+            if _visit(visited, nb):
+                fresh[n_new] = nb
+                n_new += 1
+                prefetch_row(codes, nb)
+        n_visited += n_new
+        if 2 * n_visited > visited.shape[0]:
+            visited = _grown(visited)
+        for t in range(n_new):
+            nb = fresh[t]
+            s = score_row(kind_tok, qf, qw, codes[nb])
             if size == cap and s <= pool_s[cap - 1]:
                 continue
             size, pos = _pool_insert(pool_s, pool_r, done, size, s, nb)
@@ -117,15 +134,17 @@ def beam_search(kind, qf, qw, codes, graph, entries, pool_s, pool_r):
         cur = first_new
         while cur < size and done[cur]:
             cur += 1
-    return size
+    return size, n_exp
 
 
 @njit(cache=True)
-def _search_queries(i0, i1, kind, qf, qw, codes, graph, entries, live, out_s, out_r, pool_s, pool_r):
+def _search_queries(i0, i1, kind_tok, qf, qw, codes, graph, entries, live, out_s, out_r, pool_s, pool_r):
     """graph_search for queries i0 .. i1-1, with scratch pools of length ef."""
     k_out = out_s.shape[1]
+    no_s = np.empty(0, dtype=np.float32)
+    no_r = np.empty(0, dtype=np.int64)
     for i in range(i0, i1):
-        size = beam_search(kind, qf[i], qw[i], codes, graph, entries, pool_s, pool_r)
+        size, _ = beam_search(kind_tok, qf[i], qw[i], codes, graph, entries, pool_s, pool_r, no_s, no_r)
         c = 0
         for t in range(size):
             if c == k_out:
@@ -138,13 +157,13 @@ def _search_queries(i0, i1, kind, qf, qw, codes, graph, entries, live, out_s, ou
 
 
 @njit(cache=True, parallel=True)
-def _search_parallel(kind, qf, qw, codes, graph, entries, ef, live, out_s, out_r):
+def _search_parallel(kind_tok, qf, qw, codes, graph, entries, ef, live, out_s, out_r):
     m = qf.shape[0]
     for task in prange((m + QUERY_CHUNK - 1) // QUERY_CHUNK):
         i0 = task * QUERY_CHUNK
         pool_s = np.empty(ef, dtype=np.float32)
         pool_r = np.empty(ef, dtype=np.int64)
-        _search_queries(i0, min(m, i0 + QUERY_CHUNK), kind, qf, qw, codes, graph, entries, live, out_s, out_r,
+        _search_queries(i0, min(m, i0 + QUERY_CHUNK), kind_tok, qf, qw, codes, graph, entries, live, out_s, out_r,
                         pool_s, pool_r)
 
 
@@ -155,14 +174,15 @@ def graph_search(kind, qf, qw, codes, graph, entries, ef, live, k_out):
     Missing results are (-inf, -1). A batch runs in parallel; a few queries skip the thread launch.
     """
     m = qf.shape[0]
+    tok = kind_token(kind)
     out_s = np.full((m, k_out), -np.inf, dtype=np.float32)
     out_r = np.full((m, k_out), -1, dtype=np.int64)
     if m <= QUERY_CHUNK // 4:
         pool_s = np.empty(ef, dtype=np.float32)
         pool_r = np.empty(ef, dtype=np.int64)
-        _search_queries(0, m, kind, qf, qw, codes, graph, entries, live, out_s, out_r, pool_s, pool_r)
+        _search_queries(0, m, tok, qf, qw, codes, graph, entries, live, out_s, out_r, pool_s, pool_r)
     else:
-        _search_parallel(kind, qf, qw, codes, graph, entries, ef, live, out_s, out_r)
+        _search_parallel(tok, qf, qw, codes, graph, entries, ef, live, out_s, out_r)
     return out_s, out_r
 
 
@@ -216,10 +236,16 @@ def insert_batch(x, graph, entries, batch, ef, alpha2, degree, unit):
         qf[:d] = x[p]
         pool_s = np.empty(ef, dtype=np.float32)
         pool_r = np.empty(ef, dtype=np.int64)
-        size = beam_search(AFFINE_IP if unit else AFFINE_L2, qf, _NO_WORDS, x, graph, entries, pool_s, pool_r)
-        dist = np.float32(2.0) - np.float32(2.0) * pool_s[:size] if unit else -pool_s[:size]
+        exp_s = np.empty(2 * ef, dtype=np.float32)
+        exp_r = np.empty(2 * ef, dtype=np.int64)
+        if unit:
+            _, n = beam_search(_IP_TOKEN, qf, _NO_WORDS, x, graph, entries, pool_s, pool_r, exp_s, exp_r)
+        else:
+            _, n = beam_search(_L2_TOKEN, qf, _NO_WORDS, x, graph, entries, pool_s, pool_r, exp_s, exp_r)
+        order = np.argsort(-exp_s[:n])
+        dist = np.float32(2.0) - np.float32(2.0) * exp_s[order] if unit else -exp_s[order]
         out = np.empty(degree, dtype=np.int64)
-        c = robust_prune(x, p, pool_r, dist, size, alpha2, out)
+        c = robust_prune(x, p, exp_r[order], dist, n, alpha2, out)
         new_out[t, :c] = out[:c]
     return new_out
 

@@ -9,12 +9,13 @@ from vecpack.kernels.topk import heap_replace_top
 
 
 @njit(cache=True, parallel=True, fastmath=True)
-def ivf_scan(kind, qf, qw, codes, rows, offsets, probes, live, heap_s, heap_r):
+def ivf_scan(kind_tok, qf, qw, codes, rows, offsets, probes, live, heap_s, heap_r):
     """Merge the scores of every live row in each query's probed lists into its heap.
 
     codes (N, ...) and rows int64 (N,) are the lists' entries stored list after list;
-    list l spans offsets[l] .. offsets[l + 1] - 1. probes int64 (m, nprobe): lists per query
-    (-1 = none). live uint8 is indexed by row. heap_s float32 / heap_r int64 (m, k) updated in place.
+    list l spans offsets[l] .. offsets[l + 1] - 1. kind_tok = ``kind_token(probe kind)``.
+    probes int64 (m, nprobe): lists per query (-1 = none). live uint8 is indexed by row.
+    heap_s float32 / heap_r int64 (m, k) updated in place.
     """
     for i in prange(probes.shape[0]):
         hs = heap_s[i]
@@ -26,6 +27,6 @@ def ivf_scan(kind, qf, qw, codes, rows, offsets, probes, live, heap_s, heap_r):
             for t in range(offsets[lst], offsets[lst + 1]):
                 row = rows[t]
                 if live[row]:
-                    s = score_row(kind, qf[i], qw[i], codes[t])
+                    s = score_row(kind_tok, qf[i], qw[i], codes[t])
                     if s > hs[0]:
                         heap_replace_top(hs, hr, s, row)

@@ -17,6 +17,10 @@ Kinds (x reconstructed from code c, d dimensions):
 * ``LUT``: product quantisation; qf = [tables (M * 256), bias]; score = bias + sum_m qf[256 m + c_m].
 
 Code element types: float32 (exact), uint16 (float16 bit patterns), uint8, uint64 (bits).
+
+Kernels receive the kind as ``kind_token(kind)``, a tuple whose *length* is the
+kind: numba then compiles one specialisation per kind, LLVM folds the branches
+away and the scoring loop vectorises (measured: 2x faster than a runtime kind).
 """
 
 from __future__ import annotations
@@ -33,6 +37,11 @@ BITS = 2
 LUT = 3
 
 _HALF_SCALE = np.float32(2.0**112)  # rebias float16's exponent (15) to float32's (127)
+
+
+def kind_token(kind: int) -> tuple[int, ...]:
+    """The kind as a compile-time constant for the kernels: a tuple of that length."""
+    return (0,) * kind
 
 
 def as_f32(x):
@@ -56,8 +65,9 @@ def _as_f32_impl(x):
 
 
 @njit(cache=True, inline="always")
-def score_row(kind, qf, qw, code):
-    """Similarity (float32) of the query described by (kind, qf, qw) to one code row ``code``."""
+def score_row(kind_tok, qf, qw, code):
+    """Similarity (float32) of the query described by (kind_token(kind), qf, qw) to one code row ``code``."""
+    kind = len(kind_tok)
     if kind == AFFINE_IP:
         d = code.shape[0]
         acc = qf[d]

@@ -189,3 +189,30 @@ def compress_above(typingctx, scores, live, j0, thr, out_s, out_j, n):
         return _popcount_mask_ir(builder, mask)
 
     return sig, codegen
+
+
+@intrinsic
+def _prefetch_line(typingctx, arr, row, offset):
+    """Prefetch (for reading) the cache line at byte ``offset`` of row ``row`` of a 2-D C-contiguous array."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 2 and arr.layout == "C"):
+        return None
+
+    def codegen(context, builder, sig, args):
+        array = context.make_array(sig.args[0])(context, builder, args[0])
+        i8p = ir.IntType(8).as_pointer()
+        row_bytes = builder.mul(args[1], builder.extract_value(array.strides, 0))
+        addr = builder.gep(builder.bitcast(array.data, i8p), [builder.add(row_bytes, args[2])])
+        i32 = ir.IntType(32)
+        fn = _llvm_intrinsic(builder, "llvm.prefetch.p0i8", ir.VoidType(), [i8p, i32, i32, i32])
+        builder.call(fn, [addr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.none(arr, types.int64, types.int64), codegen
+
+
+@njit(cache=True, inline="always")
+def prefetch_row(arr, row):
+    """Start loading row ``row`` of a 2-D C-contiguous array into cache (a hint; no effect on results)."""
+    row_bytes = arr.shape[1] * arr.itemsize
+    for offset in range(0, row_bytes, 64):
+        _prefetch_line(arr, np.int64(row), np.int64(offset))

@@ -155,5 +155,9 @@ class Catalog:
         assert table in ("batches", "segments")
         return self.conn.execute(f"SELECT row0, n, crc FROM {table} ORDER BY row0 DESC LIMIT 1").fetchone()
 
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the database file and truncate it (after a compaction)."""
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def close(self) -> None:
         self.conn.close()
