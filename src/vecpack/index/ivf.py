@@ -54,6 +54,8 @@ class IVFIndex(Index):
     ) -> None:
         super().__init__(rows, params)
         self.centroids = centroids
+        self._centroids_t = np.ascontiguousarray(centroids.T)
+        self._centroid_sq = np.einsum("ij,ij->i", centroids, centroids)
         self.offsets = offsets
         self.list_rows = list_rows
         self.list_codes = list_codes
@@ -105,7 +107,7 @@ class IVFIndex(Index):
         vectors, and ranking them by inner product would favour long ones.
         """
         nprobe = min(nprobe, self.centroids.shape[0])
-        s = 2 * (q @ self.centroids.T) - np.einsum("ij,ij->i", self.centroids, self.centroids)[None, :]
+        s = 2 * (q @ self._centroids_t) - self._centroid_sq
         return np.argpartition(-s, nprobe - 1, axis=1)[:, :nprobe].astype(np.int64)
 
     def compact(self, vectors, codes, live, keep):
