@@ -95,9 +95,9 @@ def build_ours(x_raw: np.ndarray, metric: str, nlist: int) -> list[dict[str, Any
                 codec = make_codec(spec, d, codec_metric).fit(xp[np.random.default_rng(0).permutation(n)[:65536]])
                 codes = codec.encode(xp)
                 if kind == "graph":
-                    index = GraphIndex.build(xp, codes, live, None, {"metric": codec_metric})
+                    index = GraphIndex.build(xp, codes, live, {"metric": codec_metric})
                 else:
-                    index = IVFIndex.build(xp, codes, live, None, {"metric": codec_metric, "nlist": nlist})
+                    index = IVFIndex.build(xp, codes, live, {"metric": codec_metric, "nlist": nlist})
                 built[kind, spec] = (codec, codes, index, time.perf_counter() - t)
         codec, codes, index, build_s = built[kind, spec]
 

@@ -296,7 +296,7 @@ class Collection:
             vectors = prepare(self._vectors.view(sealed, np.float32), self.metric)
             codes = self._codes.view(sealed)
         params = {**self.index_params, "metric": self._codec_metric}
-        new = old.extend(vectors, codes, live) if old else cls.build(vectors, codes, live, None, params)
+        new = old.extend(vectors, codes, live) if old else cls.build(vectors, codes, live, params)
         self._commit_index(new, expect_dir=old_dir)
 
     def _commit_index(self, index: Index, expect_dir: str | None) -> None:

@@ -71,8 +71,9 @@ class Database:
         index : "flat" (default: scan every code), "graph" (Vamana graph over the codes) or
             "ivf" (inverted lists). An index covers the rows sealed when ``optimize()`` last ran;
             newer rows are scanned flat until the next ``optimize()``.
-        index_params : graph: degree (32), build_ef (128), alpha (1.2), insert_order
-            ("given" | "random" | "lid"), seed; ivf: nlist (4 sqrt(n)), train_rows, iters, seed.
+        index_params : graph: degree (32), build_ef (96), alpha (1.1), insert_order ("random"
+            (default) | "given" | "lid"), seed; ivf: nlist (4 sqrt(n), at most n / 39), train_rows,
+            iters, seed.
         exist_ok : return the existing collection instead of raising Conflict.
         """
         name = validate.collection_name(name)

@@ -40,9 +40,7 @@ class Index(ABC):
 
     @classmethod
     @abstractmethod
-    def build(
-        cls, vectors: np.ndarray, codes: np.ndarray, live: np.ndarray, probe_dtype: type, params: dict[str, Any]
-    ) -> Index:
+    def build(cls, vectors: np.ndarray, codes: np.ndarray, live: np.ndarray, params: dict[str, Any]) -> Index:
         """Index the live rows of vectors float32 (n, d) (prepared: unit norm for cosine) / codes uint8 (n, c)."""
 
     @abstractmethod

@@ -61,7 +61,7 @@ class IVFIndex(Index):
         self.list_codes = list_codes
 
     @classmethod
-    def build(cls, vectors, codes, live, probe_dtype, params):
+    def build(cls, vectors, codes, live, params):
         params = ivf_params(params)
         n = vectors.shape[0]
         rows = np.flatnonzero(live[:n])
