@@ -247,11 +247,14 @@ def test_delete_everything_then_refill(db, x, index):
     col.verify()
 
 
-def test_graph_default_ef_returns_k_hits_despite_deletes(db, x, queries):
-    col = build(db, "c", x, index="graph", codec="int8")
+@pytest.mark.parametrize(
+    ("index", "knobs"), [("graph", {}), ("graph", {"ef": 10}), ("ivf", {}), ("ivf", {"nprobe": 1})]
+)
+def test_small_knobs_still_return_k_hits_despite_deletes(db, x, queries, index, knobs):
+    col = build(db, "c", x, index=index, codec="int8")
     delete_some(col, np.random.default_rng(2), 0.3, np.arange(N))
     col.optimize(compact=False)
-    lengths = [len(hits) for hits in col.search(queries, 50)]
+    lengths = [len(hits) for hits in col.search(queries, 50, **knobs)]
     assert min(lengths) == 50, f"{sum(n < 50 for n in lengths)} of {len(lengths)} queries short, min {min(lengths)}"
 
 

@@ -94,9 +94,23 @@ class IVFIndex(Index):
         return IVFIndex(n, self.params, self.centroids, offsets, all_rows[order], list_codes)
 
     def search(self, q, probe: Probe, codes, live, k_out, knob):
+        """Scan the knob nearest lists; queries that found fewer than k_out live rows (small lists,
+        deleted rows) scan twice as many lists, until every list is scanned."""
+        scores, rows = self._scan(q, probe, live, k_out, knob)
+        nlist = self.centroids.shape[0]
+        while knob < nlist:
+            short = np.flatnonzero(rows[:, -1] < 0)
+            if short.size == 0:
+                break
+            knob = min(2 * knob, nlist)
+            sub = Probe(probe.kind, probe.qf[short], probe.qw[short], probe.code_dtype)
+            scores[short], rows[short] = self._scan(q[short], sub, live, k_out, knob)
+        return scores, rows
+
+    def _scan(self, q: np.ndarray, probe: Probe, live: np.ndarray, k_out: int, nprobe: int):
         heaps = new_heaps(q.shape[0], k_out)
         ivf_scan(kind_token(probe.kind), probe.qf, probe.qw, probe.view(self.list_codes), self.list_rows, self.offsets,
-                 self.nearest_lists(q, knob), live, *heaps)
+                 self.nearest_lists(q, nprobe), live, *heaps)
         sort_heaps(*heaps)
         return heaps
 
