@@ -21,3 +21,12 @@ def recall(found_ids: list[list[str]], truth_rows: np.ndarray) -> float:
     k = truth_rows.shape[1]
     pairs = zip(found_ids, truth_rows, strict=True)
     return float(np.mean([len({int(i) for i in f} & set(t.tolist())) / k for f, t in pairs]))
+
+
+def flip_byte(path, offset: int) -> None:
+    """Invert the byte at ``offset`` of the file ``path`` (simulated disk damage; calling twice repairs it)."""
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0xFF]))

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import vecpack
+from helpers import flip_byte
 from vecpack import CorruptData
 from vecpack.storage.rowfile import HEADER_SIZE
 
@@ -45,14 +46,6 @@ def test_truncated_codes_are_reported(stored):
         f.truncate(HEADER_SIZE + 100)
     with vecpack.connect(root) as db, pytest.raises(CorruptData, match="truncated"):
         db.get_collection("docs")
-
-
-def flip_byte(path, offset):
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        b = f.read(1)
-        f.seek(offset)
-        f.write(bytes([b[0] ^ 0xFF]))
 
 
 def test_corrupt_last_batch_detected_on_open(stored):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import vecpack
-from helpers import brute_force, recall
+from helpers import brute_force, flip_byte, recall
 from vecpack import CorruptData, InvalidInput, collection
 from vecpack.index.graph import GraphIndex
 from vecpack.index.ivf import IVFIndex
@@ -423,14 +423,6 @@ def test_reopen_loads_the_index_without_rebuilding(tmp_path, x, queries, index, 
 
 
 # -- verify and corruption ---------------------------------------------------------------------------
-def flip_byte(path, offset):
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        b = f.read(1)
-        f.seek(offset)
-        f.write(bytes([b[0] ^ 0xFF]))
-
-
 @pytest.mark.parametrize(("index", "array"), [("graph", "graph"), ("graph", "entry"), ("ivf", "list_codes"),
                                               ("ivf", "list_rows"), ("ivf", "centroids")])
 def test_verify_detects_a_damaged_index(tmp_path, x, index, array):

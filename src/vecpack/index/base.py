@@ -94,16 +94,18 @@ class Index(ABC):
         return int(knob)
 
 
-def check_metric(params: dict[str, Any]) -> None:
-    """params["metric"] is the codec metric the index scores with: "ip" or "l2"."""
-    if params["metric"] not in ("ip", "l2"):
-        raise InvalidInput(f"index metric must be 'ip' or 'l2', got {params['metric']!r}")
-
-
-def check_seed(params: dict[str, Any]) -> None:
-    seed = params["seed"]
+def with_defaults(kind: str, params: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """params over defaults, with the checks every index shares: known names, metric, seed."""
+    unknown = set(params) - set(defaults)
+    if unknown:
+        raise InvalidInput(f"unknown {kind} index parameters {sorted(unknown)}; known: {sorted(defaults)}")
+    out = {**defaults, **params}
+    if out["metric"] not in ("ip", "l2"):  # the codec metric the index scores with
+        raise InvalidInput(f"index metric must be 'ip' or 'l2', got {out['metric']!r}")
+    seed = out["seed"]
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InvalidInput(f"index seed must be a non-negative int, got {seed!r}")
+    return out
 
 
 def save_arrays(folder: Path, arrays: dict[str, np.ndarray]) -> int:

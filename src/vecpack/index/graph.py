@@ -16,7 +16,7 @@ import numpy as np
 
 from vecpack.codecs.base import Probe
 from vecpack.errors import CorruptData, InvalidInput
-from vecpack.index.base import Index, check_metric, check_seed
+from vecpack.index.base import Index, with_defaults
 from vecpack.kernels.graph import add_reverse_edges, graph_search, insert_batch, repair_deleted, trim_rows
 
 DEFAULTS = {"metric": "ip", "degree": 32, "build_ef": 96, "alpha": 1.1, "insert_order": "random", "seed": 0}
@@ -33,17 +33,12 @@ LID_SAMPLE = 4096
 
 def graph_params(params: dict[str, Any]) -> dict[str, Any]:
     """Build parameters with defaults filled in; InvalidInput naming a bad one."""
-    unknown = set(params) - set(DEFAULTS)
-    if unknown:
-        raise InvalidInput(f"unknown graph index parameters {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    out = {**DEFAULTS, **params}
-    check_metric(out)
+    out = with_defaults("graph", params, DEFAULTS)
     for name in ("degree", "build_ef"):
         if isinstance(out[name], bool) or not isinstance(out[name], int) or not 2 <= out[name] <= 1024:
             raise InvalidInput(f"graph {name} must be an int in 2..1024, got {out[name]!r}")
     if not isinstance(out["alpha"], int | float) or not 1.0 <= out["alpha"] <= 2.0:
         raise InvalidInput(f"graph alpha must be a number in 1..2, got {out['alpha']!r}")
-    check_seed(out)
     if out["insert_order"] not in INSERT_ORDERS:
         raise InvalidInput(f"graph insert_order must be one of {INSERT_ORDERS}, got {out['insert_order']!r}")
     return out

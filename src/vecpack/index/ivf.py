@@ -13,7 +13,7 @@ import numpy as np
 
 from vecpack.codecs.base import Probe
 from vecpack.errors import CorruptData, InvalidInput
-from vecpack.index.base import Index, check_metric, check_seed
+from vecpack.index.base import Index, with_defaults
 from vecpack.kernels.ivf import ivf_scan
 from vecpack.kernels.kmeans import assign, kmeans
 from vecpack.kernels.probe import kind_token
@@ -29,12 +29,7 @@ def default_nlist(n: int) -> int:
 
 def ivf_params(params: dict[str, Any]) -> dict[str, Any]:
     """Build parameters with defaults filled in; InvalidInput naming a bad one."""
-    unknown = set(params) - set(DEFAULTS)
-    if unknown:
-        raise InvalidInput(f"unknown ivf index parameters {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    out = {**DEFAULTS, **params}
-    check_metric(out)
-    check_seed(out)
+    out = with_defaults("ivf", params, DEFAULTS)
     for name in ("nlist", "train_rows", "iters"):
         v = out[name]
         if v is None and name == "nlist":
