@@ -293,8 +293,9 @@ class Collection:
             if cls is None or sealed == (old.rows if old else 0) or sealed < MIN_INDEX_ROWS:
                 return
             live = self._live[:sealed].copy()
-            vectors = prepare(self._vectors.view(sealed, np.float32), self.metric)
-            codes = self._codes.view(sealed)
+            stored, codes = self._vectors.view(sealed, np.float32), self._codes.view(sealed)
+        # rows below sealed never change, and only optimize() (which we hold) renumbers them
+        vectors = prepare(stored, self.metric)
         params = {**self.index_params, "metric": self._codec_metric}
         new = old.extend(vectors, codes, live) if old else cls.build(vectors, codes, live, params)
         self._commit_index(new, expect_dir=old_dir)
