@@ -52,6 +52,7 @@ class IVFIndex(Index):
         self._centroids_t = np.ascontiguousarray(centroids.T)
         self._centroid_sq = np.einsum("ij,ij->i", centroids, centroids)
         self.offsets = offsets
+        self._longest = int(np.diff(offsets).max(initial=0))
         self.list_rows = list_rows
         self.list_codes = list_codes
 
@@ -105,7 +106,7 @@ class IVFIndex(Index):
     def _scan(self, q: np.ndarray, probe: Probe, live: np.ndarray, k_out: int, nprobe: int):
         heaps = new_heaps(q.shape[0], k_out)
         ivf_scan(kind_token(probe.kind), probe.qf, probe.qw, probe.view(self.list_codes), self.list_rows, self.offsets,
-                 self.nearest_lists(q, nprobe), live, *heaps)
+                 self._longest, self.nearest_lists(q, nprobe), live, *heaps)
         sort_heaps(*heaps)
         return heaps
 

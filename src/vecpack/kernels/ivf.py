@@ -6,30 +6,17 @@ import numpy as np
 from numba import njit, prange
 
 from vecpack.kernels.probe import score_row
-from vecpack.kernels.topk import heap_replace_top
+from vecpack.kernels.topk import QUERY_CHUNK, heap_replace_top
 
 
-@njit(cache=True, parallel=True, fastmath=True)
-def ivf_scan(kind_tok, qf, qw, codes, rows, offsets, probes, live, heap_s, heap_r):
-    """Merge the scores of every live row in each query's probed lists into its heap.
-
-    codes (N, ...) and rows int64 (N,) are the lists' entries stored list after list;
-    list l spans offsets[l] .. offsets[l + 1] - 1. kind_tok = ``kind_token(probe kind)``.
-    probes int64 (m, nprobe): lists per query (-1 = none). live uint8 is indexed by row.
-    heap_s float32 / heap_r int64 (m, k) updated in place.
-
-    A list is scored into a buffer first, then merged: the scoring loop then has no
-    branches and runs about 2x faster than scoring and merging row by row.
-    """
-    longest = 0
-    for lst in range(offsets.shape[0] - 1):
-        longest = max(longest, offsets[lst + 1] - offsets[lst])
-    for i in prange(probes.shape[0]):
+@njit(cache=True, fastmath=True)
+def _scan_queries(i0, i1, kind_tok, qf, qw, codes, rows, offsets, probes, live, heap_s, heap_r, scores):
+    """ivf_scan for queries i0 .. i1-1, with a scratch buffer as long as the longest list."""
+    for i in range(i0, i1):
         hs = heap_s[i]
         hr = heap_r[i]
         f = qf[i]
         w = qw[i]
-        scores = np.empty(longest, dtype=np.float32)
         for p in range(probes.shape[1]):
             lst = probes[i, p]
             if lst < 0:
@@ -41,3 +28,33 @@ def ivf_scan(kind_tok, qf, qw, codes, rows, offsets, probes, live, heap_s, heap_
                 s = scores[t - a]
                 if s > hs[0] and live[rows[t]]:
                     heap_replace_top(hs, hr, s, rows[t])
+
+
+@njit(cache=True, parallel=True)
+def _scan_parallel(kind_tok, qf, qw, codes, rows, offsets, probes, live, heap_s, heap_r, longest):
+    m = probes.shape[0]
+    for task in prange((m + QUERY_CHUNK - 1) // QUERY_CHUNK):
+        i0 = task * QUERY_CHUNK
+        scores = np.empty(longest, dtype=np.float32)
+        _scan_queries(i0, min(m, i0 + QUERY_CHUNK), kind_tok, qf, qw, codes, rows, offsets, probes, live, heap_s,
+                      heap_r, scores)
+
+
+def ivf_scan(kind_tok, qf, qw, codes, rows, offsets, longest, probes, live, heap_s, heap_r):
+    """Merge the scores of every live row in each query's probed lists into its heap.
+
+    codes (N, ...) and rows int64 (N,) are the lists' entries stored list after list;
+    list l spans offsets[l] .. offsets[l + 1] - 1; ``longest`` is the longest list's length.
+    kind_tok = ``kind_token(probe kind)``. probes int64 (m, nprobe): lists per query (-1 = none).
+    live uint8 is indexed by row. heap_s float32 / heap_r int64 (m, k) updated in place.
+
+    A list is scored into a buffer first, then merged: the scoring loop then has no
+    branches and runs about 2x faster than scoring and merging row by row. A batch runs
+    in parallel; a few queries skip the thread launch.
+    """
+    m = probes.shape[0]
+    if m <= QUERY_CHUNK // 4:
+        scores = np.empty(longest, dtype=np.float32)
+        _scan_queries(0, m, kind_tok, qf, qw, codes, rows, offsets, probes, live, heap_s, heap_r, scores)
+    else:
+        _scan_parallel(kind_tok, qf, qw, codes, rows, offsets, probes, live, heap_s, heap_r, longest)
