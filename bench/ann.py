@@ -80,7 +80,7 @@ def qps_at(points: list[dict[str, float]], target: float = TARGET) -> float | No
     return None
 
 
-def build_ours(x_raw: np.ndarray, metric: str, nlist: int) -> list[dict[str, Any]]:
+def build_ours(x_raw: np.ndarray, metric: str, nlist: int, kinds: list[str]) -> list[dict[str, Any]]:
     """Our indexes, each with a search(q, knob) -> rows closure, build seconds and resident bytes."""
     xp = prepare(x_raw, metric)
     codec_metric = "l2" if metric == "l2" else "ip"
@@ -90,7 +90,7 @@ def build_ours(x_raw: np.ndarray, metric: str, nlist: int) -> list[dict[str, Any
     configs = [("graph", "int8", 0), ("graph", "int8", 30), ("ivf", "int8", 0), ("ivf", f"pq{d // 8}", 0),
                ("ivf", f"pq{d // 8}", 100)]
     built: dict[tuple[str, str], tuple[Any, Any, Any, float]] = {}
-    for kind, spec, rerank in configs:
+    for kind, spec, rerank in [c for c in configs if c[0] in kinds]:
         if (kind, spec) not in built:
             with limit_threads(BUILD_THREADS):
                 t = time.perf_counter()
@@ -115,14 +115,14 @@ def build_ours(x_raw: np.ndarray, metric: str, nlist: int) -> list[dict[str, Any
     return out
 
 
-def run(dataset: str, n_queries: int, out_dir: Path, which: list[str]) -> dict[str, Any]:
+def run(dataset: str, n_queries: int, out_dir: Path, which: list[str], ours: list[str]) -> dict[str, Any]:
     ds = load_dataset(dataset, max_queries=n_queries)
     metric = "l2" if dataset == "mnist" else "cosine"
     x = np.ascontiguousarray(ds.corpus, dtype=np.float32)
     q = np.ascontiguousarray(ds.queries, dtype=np.float32)
     truth = exact_knn(x, q, K, metric)[0]
     nlist = default_nlist(x.shape[0])
-    curves = build_ours(x, metric, nlist)
+    curves = build_ours(x, metric, nlist, ours)
     with limit_threads(BUILD_THREADS):
         peers, skipped = build_ann_peers(x, metric, threads=BUILD_THREADS, which=which, nlist=nlist,
                                          ivf_codes=("sq8", "pq<m>"), search_threads=1)
@@ -231,10 +231,11 @@ def main() -> None:
     ap.add_argument("--dataset", default="scifact")
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--peers", default="hnswlib,usearch,faiss-hnsw,faiss-ivf")
+    ap.add_argument("--ours", default="graph,ivf", help="which of our index kinds to run")
     ap.add_argument("--out", type=Path, default=Path("docs/results"))
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
-    run(a.dataset, a.queries, a.out, a.peers.split(","))
+    run(a.dataset, a.queries, a.out, a.peers.split(","), a.ours.split(","))
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ def beam_search(kind_tok, qf, qw, codes, graph, entries, pool_s, pool_r, exp_s, 
     degree = graph.shape[1]
     done = np.zeros(cap, dtype=np.bool_)
     fresh = np.empty(degree, dtype=np.int64)
-    visited = _new_visited(cap * degree)
+    visited = _new_visited(cap * degree + entries.shape[0])
     n_visited = 0
     size = 0
     for e in entries:
@@ -122,7 +122,7 @@ def beam_search(kind_tok, qf, qw, codes, graph, entries, pool_s, pool_r, exp_s, 
                 n_new += 1
                 prefetch_row(codes, nb)
         n_visited += n_new
-        if 2 * n_visited > visited.shape[0]:
+        while 2 * n_visited > visited.shape[0]:  # keep the table at most half full: probes stay short
             visited = _grown(visited)
         for t in range(n_new):
             nb = fresh[t]
