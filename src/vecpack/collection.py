@@ -390,8 +390,6 @@ class Collection:
                 self.txn.__exit__(*exc)
                 if exc[0] is None:
                     col._apply(**col._pending)
-                elif col._pending.get("reload"):
-                    col._files = None  # a failed compaction may have left its files open: reopen ours
             finally:
                 col._pending = {}
                 col._lock.release()
