@@ -300,18 +300,22 @@ class Collection:
         new = old.extend(vectors, codes, live) if old else cls.build(vectors, codes, live, params)
         self._commit_index(new, expect_dir=old_dir)
 
-    def _commit_index(self, index: Index, expect_dir: str | None) -> None:
-        """Write the index to a new folder and point the catalog at it (unless another writer moved on)."""
+    def _save_index(self, index: Index) -> dict[str, Any]:
+        """Write the index to a new folder; returns the catalog's ``index_state`` naming it."""
         folder = f"index-{uuid.uuid4().hex[:12]}"
         arrays = index.arrays()
         crc = save_arrays(self.path / folder, arrays)
+        return {"dir": folder, "rows": index.rows, "crc": crc, "params": index.params, "arrays": sorted(arrays)}
+
+    def _commit_index(self, index: Index, expect_dir: str | None) -> None:
+        """Write the index to a new folder and point the catalog at it (unless another writer moved on)."""
+        new_state = self._save_index(index)
         with self._write():
             state = self._catalog.get_meta("index_state")
             if (state["dir"] if state else None) != expect_dir:
-                shutil.rmtree(self.path / folder)
+                shutil.rmtree(self.path / new_state["dir"])
                 return
-            self._catalog.set_meta(index_state={"dir": folder, "rows": index.rows, "crc": crc,
-                                                "params": index.params, "arrays": sorted(arrays)})
+            self._catalog.set_meta(index_state=new_state)
         if expect_dir is not None:
             shutil.rmtree(self.path / expect_dir, ignore_errors=True)
 
@@ -349,10 +353,7 @@ class Collection:
                 live = self._live[:n_rows]
                 index = self._index.compact(prepare(old_vectors[: self._index.rows], self.metric), old_codes, live,
                                             keep)
-                folder = f"index-{uuid.uuid4().hex[:12]}"
-                arrays = index.arrays()
-                index_state = {"dir": folder, "rows": index.rows, "crc": save_arrays(self.path / folder, arrays),
-                               "params": index.params, "arrays": sorted(arrays)}
+                index_state = self._save_index(index)
             self._catalog.renumber(keep)
             self._catalog.set_meta(n_rows=int(keep.size), sealed_rows=int(keep_sealed.size), generation=gen,
                                    vectors_file=files[0], codes_file=files[1], index_state=index_state)

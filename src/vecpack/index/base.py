@@ -4,7 +4,7 @@ An index covers the sealed rows 0 .. ``rows``-1 of a collection and returns
 candidate rows scored over compressed codes; the collection merges them with
 a flat scan of rows sealed after the index was built and an exact scan of the
 growing rows, then re-ranks (see ``vecpack.search``). Rows are never renumbered
-under an index, except by ``remap`` during compaction.
+under an index, except by ``compact`` during compaction.
 
 On disk an index is a folder of ``.npy`` arrays (opened with mmap, so a
 reopen reads no data) written to a temporary name and renamed into place.
@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from vecpack import validate
 from vecpack.codecs.base import Probe
 from vecpack.errors import CorruptData, InvalidInput
 from vecpack.storage.files import fsync_dir
@@ -87,11 +88,10 @@ class Index(ABC):
         return sum(a.nbytes for a in self.arrays().values())
 
     def check_knob(self, knob: int | None, k_out: int) -> int:
+        """The knob to search with: the default for None, else a positive int (InvalidInput otherwise)."""
         if knob is None:
             return self.default_knob(k_out)
-        if isinstance(knob, bool) or not isinstance(knob, int | np.integer) or knob < 1:
-            raise InvalidInput(f"{self.knob} must be a positive int, got {knob!r}")
-        return int(knob)
+        return validate.positive_int(knob, self.knob, high=1 << 30)
 
 
 def with_defaults(kind: str, params: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
@@ -113,18 +113,15 @@ def save_arrays(folder: Path, arrays: dict[str, np.ndarray]) -> int:
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    crc = 0
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
+    for name, a in arrays.items():
         with open(tmp / f"{name}.npy", "wb") as f:
-            np.save(f, a)
+            np.save(f, np.ascontiguousarray(a))
             f.flush()
             os.fsync(f.fileno())
-        crc = zlib.crc32(a.view(np.uint8).reshape(-1), crc)
     fsync_dir(tmp)
     os.replace(tmp, folder)
     fsync_dir(folder.parent)
-    return crc
+    return arrays_crc(arrays)
 
 
 def load_arrays(folder: Path, names: list[str]) -> dict[str, np.ndarray]:
@@ -140,6 +137,7 @@ def load_arrays(folder: Path, names: list[str]) -> dict[str, np.ndarray]:
 
 
 def arrays_crc(arrays: dict[str, np.ndarray]) -> int:
+    """crc32 of the arrays' bytes, in name order (stored in the catalog; ``verify()`` recomputes it)."""
     crc = 0
     for name in sorted(arrays):
         crc = zlib.crc32(np.ascontiguousarray(arrays[name]).view(np.uint8).reshape(-1), crc)
