@@ -6,19 +6,22 @@ Files in the collection's folder:
   of the current files below (the commit point).
 - ``vectors.f32``: every vector ever written, float32, append-only; read via mmap.
 - ``codes.bin``: codes of the sealed rows ``0 .. sealed_rows-1`` (derived data).
-- ``codec.npz``: the trained codec (derived data).
+- ``codec.npz`` / ``codec-<g>.npz``: the trained codec (derived data).
+- ``sample_queries.npy``: optional sample queries given at creation (codec tuning, LeanVec).
 - ``index-<tag>/``: the ANN index over rows ``0 .. index rows-1``, if any (derived data).
 
 Rows ``sealed_rows .. n_rows-1`` form the growing segment, scanned exactly;
 crossing ``seal_rows`` growing rows seals them into codes. ``optimize()`` seals,
 brings the index up to date and compacts away deleted rows; compaction writes
 ``vectors-<g>.f32`` / ``codes-<g>.bin`` of generation g and switches to them in
-one catalog transaction.
+one catalog transaction. A collection created with ``codec="auto"`` chooses its codec
+(``vecpack.tuning``) when it first seals; ``retune()`` chooses again and re-encodes.
 """
 
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import shutil
 import threading
@@ -37,10 +40,12 @@ from vecpack.codecs import Codec, load_codec, make_codec, save_codec
 from vecpack.errors import ClosedError, Conflict, CorruptData, InvalidInput, NotFound
 from vecpack.index import INDEX_KINDS, Index
 from vecpack.index.base import arrays_crc, load_arrays, save_arrays
+from vecpack.index.graph import DEFAULTS as GRAPH_DEFAULTS
 from vecpack.search import prepare, search_rows
 from vecpack.storage.catalog import Catalog
 from vecpack.storage.files import write_atomic
 from vecpack.storage.rowfile import RowFile
+from vecpack.tuning import MIN_TUNE_ROWS, bytes_per_vector, check_settings, tune
 
 VECTORS_MAGIC = b"VPKVEC01"
 CODES_MAGIC = b"VPKCODE1"
@@ -52,6 +57,9 @@ PREAD_RERANK_BYTES = 64 << 20
 COMPACT_FRACTION = 0.1
 #: an index is built once this many rows are sealed (below it, a flat scan is as fast)
 MIN_INDEX_ROWS = 1024
+#: the codec spec of a collection that chooses its codec by measurement (``vecpack.tuning``)
+AUTO = "auto"
+SAMPLE_QUERIES = "sample_queries.npy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +105,8 @@ class Collection:
             self.seal_rows: int = meta["seal_rows"]
             self.index_kind: str = meta.get("index", "flat")
             self.index_params: dict[str, Any] = meta.get("index_params", {})
-            self._codec: Codec = make_codec(meta["codec"], self.dim, self._codec_metric)
+            # an "auto" collection holds a placeholder until its first seal chooses the codec
+            self._codec: Codec = make_codec(_placeholder(meta["codec"]), self.dim, self._codec_metric)
             self._load_state()
         except BaseException:
             self._close_files()
@@ -112,19 +121,24 @@ class Collection:
     @classmethod
     def create(
         cls, path: Path, name: str, dim: int, metric: str, codec: str, seal_rows: int,
-        index: str = "flat", index_params: dict[str, Any] | None = None,
+        index: str = "flat", index_params: dict[str, Any] | None = None, tuning: dict[str, Any] | None = None,
+        sample_queries: np.ndarray | None = None,
     ) -> Collection:
         """Write a new, empty collection into the (new, empty) folder ``path`` and open it.
 
-        index / index_params must already be validated (``vecpack.index.check_index``).
+        index / index_params must already be validated (``vecpack.index.check_index``), tuning
+        (codec "auto") by ``vecpack.tuning.check_settings``, sample_queries by ``validate.vectors``.
         """
-        code_size = make_codec(codec, dim, "l2" if metric == "l2" else "ip").code_size
+        code_size = make_codec(_placeholder(codec), dim, "l2" if metric == "l2" else "ip").code_size
+        if sample_queries is not None:
+            write_atomic(path / SAMPLE_QUERIES, _npy_bytes(sample_queries))
         catalog = Catalog(
             path / "catalog.sqlite",
             create=True,
             meta={"name": name, "dim": dim, "metric": metric, "codec": codec, "seal_rows": seal_rows,
                   "n_rows": 0, "sealed_rows": 0, "codec_crc": None, "index": index,
-                  "index_params": index_params or {}, "index_state": None,
+                  "index_params": index_params or {}, "index_state": None, "tuning": tuning,
+                  "tuning_report": None,
                   "vectors_file": "vectors.f32", "codes_file": "codes.bin"},
         )
         catalog.close()
@@ -136,8 +150,17 @@ class Collection:
         """(Re)read counters, tombstones, the codec and the index from disk, verifying sizes and tail checksums."""
         meta = self._catalog.all_meta()
         n_rows, sealed = meta["n_rows"], meta["sealed_rows"]
+        if meta["codec_crc"] is not None:
+            codec_path = self.path / meta.get("codec_file", "codec.npz")
+            try:
+                blob = codec_path.read_bytes()
+            except FileNotFoundError as exc:
+                raise CorruptData(f"{codec_path}: missing, but the catalog has a trained codec") from exc
+            if zlib.crc32(blob) != meta["codec_crc"]:
+                raise CorruptData(f"{codec_path}: checksum mismatch")
+            self._codec = load_codec(blob)
         files = (meta.get("vectors_file", "vectors.f32"), meta.get("codes_file", "codes.bin"))
-        if files != self._files:  # first open, or another handle compacted into new files
+        if files != self._files:  # first open, or another handle compacted or re-encoded into new files
             self._close_files()
             self._vectors = RowFile(self.path / files[0], VECTORS_MAGIC, 4 * self.dim)
             self._codes = RowFile(self.path / files[1], CODES_MAGIC, self._codec.code_size)
@@ -146,14 +169,6 @@ class Collection:
         self._codes.check(sealed)
         self._verify_tail("batches", self._vectors)
         self._verify_tail("segments", self._codes)
-        if meta["codec_crc"] is not None:
-            try:
-                blob = (self.path / "codec.npz").read_bytes()
-            except FileNotFoundError as exc:
-                raise CorruptData(f"{self.path / 'codec.npz'}: missing, but the catalog has a trained codec") from exc
-            if zlib.crc32(blob) != meta["codec_crc"]:
-                raise CorruptData(f"{self.path / 'codec.npz'}: checksum mismatch")
-            self._codec = load_codec(blob)
         self._load_index(meta.get("index_state"), sealed)
         live = np.ones(max(n_rows, 1024), dtype=np.uint8)
         live[n_rows:] = 0
@@ -278,9 +293,9 @@ class Collection:
         meta = self._catalog.all_meta()
         state = meta.get("index_state")
         current = {meta.get("vectors_file", "vectors.f32"), meta.get("codes_file", "codes.bin"),
-                   state["dir"] if state else None}
+                   meta.get("codec_file", "codec.npz"), state["dir"] if state else None}
         for entry in self.path.iterdir():
-            derived = entry.name.startswith(("vectors", "codes", "index-")) or entry.name.endswith(".tmp")
+            derived = entry.name.startswith(("vectors", "codes", "codec", "index-")) or entry.name.endswith(".tmp")
             if derived and entry.name not in current:
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
@@ -338,7 +353,7 @@ class Collection:
             try:
                 old_vectors = self._vectors.view(n_rows, np.float32)
                 old_codes = self._codes.view(sealed)
-                self._catalog.clear_ranges()
+                self._catalog.clear_ranges("batches", "segments")
                 for a in range(0, keep.size, ENCODE_CHUNK):
                     part = keep[a : a + ENCODE_CHUNK]
                     self._catalog.add_range("batches", a, part.size, vectors.write(a, old_vectors[part]))
@@ -447,11 +462,14 @@ class Collection:
             vectors = self._vectors.view(n_rows, np.float32)
             if not self._codec.trained:
                 live_rows = np.flatnonzero(self._live[:n_rows])
+                if self._catalog.get_meta("codec") == AUTO:
+                    if live_rows.size >= MIN_TUNE_ROWS:
+                        self._recode(*self._choose_codec(live_rows, n_rows), upto=n_rows)
+                    return  # else too few rows to tune: stay exact for now
                 if live_rows.size < self._codec.min_train_rows:
                     return  # too few rows to train: stay exact for now
-                pick = np.random.default_rng(0).choice(live_rows, size=min(TRAIN_ROWS, live_rows.size), replace=False)
                 codec = make_codec(self._codec.spec, self.dim, self._codec.metric)
-                codec.fit(prepare(vectors[np.sort(pick)], self.metric))
+                codec.fit(*self._training_sample(live_rows, n_rows))
                 blob = save_codec(codec)
                 write_atomic(self.path / "codec.npz", blob)
                 self._catalog.set_meta(codec_crc=zlib.crc32(blob))
@@ -463,6 +481,97 @@ class Collection:
                 crc = self._codes.write(a, codec.encode(prepare(vectors[a:b], self.metric)))
                 self._catalog.add_range("segments", a, b - a, crc)
             self._catalog.set_meta(sealed_rows=n_rows)
+
+    def _training_sample(self, live_rows: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Up to TRAIN_ROWS live rows (prepared) and the sample queries, if any, to fit a codec on."""
+        pick = np.random.default_rng(0).choice(live_rows, size=min(TRAIN_ROWS, live_rows.size), replace=False)
+        return prepare(self._vectors.view(n_rows, np.float32)[np.sort(pick)], self.metric), self._sample_queries()
+
+    def _sample_queries(self) -> np.ndarray | None:
+        path = self.path / SAMPLE_QUERIES
+        return prepare(np.load(path), self.metric) if path.exists() else None
+
+    def _choose_codec(
+        self, live_rows: np.ndarray, n_rows: int, settings: dict[str, Any] | None = None
+    ) -> tuple[Codec, dict[str, Any]]:
+        """Run the tuner on a sample of the live rows; the chosen codec (fitted) and the report."""
+        settings = settings or self._catalog.get_meta("tuning")
+        budget = bytes_per_vector(settings, int(live_rows.size), self._index_row_bytes())
+        x, queries = self._training_sample(live_rows, n_rows)
+        spec, report = tune(x, self.metric, budget, settings["target_recall"], queries=queries)
+        report["settings"] = settings
+        return make_codec(spec, self.dim, self._codec_metric).fit(x, queries), report
+
+    def _index_row_bytes(self) -> int:
+        """Resident bytes per row of the collection's index besides codes (graph adjacency, IVF row ids)."""
+        if self.index_kind == "graph":
+            return 4 * self.index_params.get("degree", GRAPH_DEFAULTS["degree"])
+        return 8 if self.index_kind == "ivf" else 0
+
+    def _recode(self, codec: Codec, report: dict[str, Any], upto: int) -> None:
+        """Inside a write transaction: encode rows 0..upto-1 with ``codec`` into new codes and codec files of the
+        next generation and switch to them; the index is dropped (the next ``optimize()`` rebuilds it)."""
+        gen = self._catalog.get_meta("generation", 0) + 1
+        codes_file, codec_file = f"codes-{gen}.bin", f"codec-{gen}.npz"
+        (self.path / codes_file).unlink(missing_ok=True)
+        codes = RowFile(self.path / codes_file, CODES_MAGIC, codec.code_size, create=True)
+        try:
+            vectors = self._vectors.view(upto, np.float32)
+            self._catalog.clear_ranges("segments")
+            for a in range(0, upto, ENCODE_CHUNK):
+                b = min(a + ENCODE_CHUNK, upto)
+                self._catalog.add_range("segments", a, b - a,
+                                        codes.write(a, codec.encode(prepare(vectors[a:b], self.metric))))
+        finally:
+            codes.close()
+        blob = save_codec(codec)
+        write_atomic(self.path / codec_file, blob)
+        self._catalog.set_meta(codec=codec.spec, codec_crc=zlib.crc32(blob), codec_file=codec_file,
+                               codes_file=codes_file, generation=gen, sealed_rows=upto, index_state=None,
+                               tuning_report=report)
+        self._pending["reload"] = True
+
+    def tuning_report(self) -> dict[str, Any] | None:
+        """How ``codec="auto"`` (or ``retune()``) chose the codec: every candidate measured, the choice and
+        why; None before the first choice (an auto collection chooses when it first seals)."""
+        with self._lock:
+            self._refresh()
+            return self._catalog.get_meta("tuning_report")
+
+    def retune(
+        self, *, memory_budget: int | str | None = None, bytes_per_vector: int | str | None = None,
+        target_recall: float | None = None,
+    ) -> dict[str, Any]:
+        """Choose the codec again on the current rows (settings default to the stored ones); returns the report.
+
+        If the choice differs from the current codec, every sealed row is re-encoded into new files and
+        the index dropped (rebuilt by the next ``optimize()``), all in one commit; searches use the old
+        codes until then.
+        """
+        overrides = {"memory_budget": memory_budget, "bytes_per_vector": bytes_per_vector,
+                     "target_recall": target_recall}
+        with self._optimize_lock, self._exclusive("optimize.lock"):
+            with self._lock:
+                self._refresh()
+                stored = self._catalog.get_meta("tuning") or {}
+                if memory_budget is not None or bytes_per_vector is not None:
+                    stored = {"target_recall": stored.get("target_recall", 0.95)}
+                settings = check_settings({**stored, **{k: v for k, v in overrides.items() if v is not None}})
+                n_rows = self._n_rows
+                live_rows = np.flatnonzero(self._live[:n_rows])
+                if live_rows.size < MIN_TUNE_ROWS:
+                    raise InvalidInput(f"retune needs at least {MIN_TUNE_ROWS} live rows, the collection has "
+                                       f"{live_rows.size}")
+            # off the lock: rows below n_rows never change, and only optimize() (whose lock we hold) renumbers
+            codec, report = self._choose_codec(live_rows, n_rows, settings)
+            with self._write():
+                if codec.spec == self._codec.spec and self._codec.trained:
+                    self._catalog.set_meta(tuning=settings, tuning_report=report)
+                else:
+                    self._catalog.set_meta(tuning=settings)
+                    self._recode(codec, report, upto=self._catalog.get_meta("sealed_rows"))
+            self._remove_stale_files()
+        return report
 
     # -- reads ------------------------------------------------------------------------
     def search(
@@ -583,7 +692,7 @@ class Collection:
                 "n": self._n_live,
                 "dim": self.dim,
                 "metric": self.metric,
-                "codec": self._codec.spec,
+                "codec": self._catalog.get_meta("codec"),
                 "bytes_per_vector": self._codec.code_size,
                 "compression_ratio": 4 * self.dim / self._codec.code_size,
                 "rows": self._n_rows,
@@ -635,6 +744,17 @@ class Collection:
 
     def __repr__(self) -> str:
         return f"Collection({self.name!r}, dim={self.dim}, metric={self.metric!r}, codec={self._codec.spec!r})"
+
+
+def _placeholder(spec: str) -> str:
+    """The codec spec to hold until an "auto" collection has chosen (never trained, never encodes)."""
+    return "float32" if spec == AUTO else spec
+
+
+def _npy_bytes(x: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, x, allow_pickle=False)
+    return buf.getvalue()
 
 
 def _unknown_ids(missing: list[str]) -> str:

@@ -12,10 +12,11 @@ from typing import Any
 
 from vecpack import validate
 from vecpack.codecs import make_codec
-from vecpack.collection import DEFAULT_SEAL_ROWS, Collection
-from vecpack.errors import ClosedError, Conflict, NotFound
+from vecpack.collection import AUTO, DEFAULT_SEAL_ROWS, Collection
+from vecpack.errors import ClosedError, Conflict, InvalidInput, NotFound
 from vecpack.index import check_index
 from vecpack.storage.files import fsync_dir
+from vecpack.tuning import check_settings
 
 
 def connect(path: str | os.PathLike[str] | None = None) -> Database:
@@ -55,6 +56,10 @@ class Database:
         seal_rows: int = DEFAULT_SEAL_ROWS,
         index: str = "flat",
         index_params: dict[str, Any] | None = None,
+        memory_budget: int | str | None = None,
+        bytes_per_vector: int | str | None = None,
+        target_recall: float = 0.95,
+        sample_queries: Any = None,
         exist_ok: bool = False,
     ) -> Collection:
         """Create a collection.
@@ -64,9 +69,12 @@ class Database:
         name : 1-64 letters, digits, '_', '-', '.'.
         dim : vector dimension.
         metric : "cosine" (default), "ip" or "l2".
-        codec : compression of the searched codes: "float32", "float16", "int8"
-            (default: 4x smaller, recall@10 ~0.99 without re-ranking), "binary" (32x,
-            re-ranks with float32), "pq<M>" (dim/M*... bytes: M bytes per vector).
+        codec : compression of the searched codes (``vecpack.codecs.make_codec``): "float32",
+            "float16", "bf16", "int8" (default: 4x smaller, recall@10 ~0.99 without re-ranking),
+            "binary" (32x, re-ranks with float32), "pq<M>" (M bytes per vector), the other codecs
+            of ``CODEC_FAMILIES``, a chain such as "pca192,int8", or "auto": chosen by
+            measurement on the collection's own rows when it first seals (``vecpack.tuning``),
+            to fit ``memory_budget`` or ``bytes_per_vector`` and reach ``target_recall``.
         seal_rows : growing rows that trigger automatic sealing into codes.
         index : "flat" (default: scan every code), "graph" (Vamana graph over the codes) or
             "ivf" (inverted lists). An index covers the rows sealed when ``optimize()`` last ran;
@@ -74,14 +82,29 @@ class Database:
         index_params : graph: degree (32), build_ef (96), alpha (1.1), insert_order ("random"
             (default) | "given" | "lid"), seed; ivf: nlist (4 sqrt(n), at most n / 39), train_rows,
             iters, seed.
+        memory_budget, bytes_per_vector, target_recall : codec="auto" only: resident bytes for
+            the whole collection (an int or "64MB") or code bytes per vector, and recall@10.
+        sample_queries : (m, dim) queries like the ones to come: the tuner measures recall on
+            them, and query-aware codecs (leanvec<d>) learn from them.
         exist_ok : return the existing collection instead of raising Conflict.
         """
         name = validate.collection_name(name)
         dim = validate.dimension(dim)
         metric = validate.metric(metric)
-        spec = make_codec(codec, dim, "l2" if metric == "l2" else "ip").spec  # raises UnknownSpec early
+        codec_metric = "l2" if metric == "l2" else "ip"
+        tuning = None
+        if codec == AUTO:
+            tuning = check_settings({"memory_budget": memory_budget, "bytes_per_vector": bytes_per_vector,
+                                     "target_recall": target_recall})
+            spec = AUTO
+        else:
+            if memory_budget is not None or bytes_per_vector is not None:
+                raise InvalidInput("memory_budget / bytes_per_vector apply to codec='auto' only")
+            spec = make_codec(codec, dim, codec_metric).spec  # raises UnknownSpec early
+        if sample_queries is not None:
+            sample_queries = validate.vectors(sample_queries, dim)
         seal_rows = validate.positive_int(seal_rows, "seal_rows", high=1 << 30)
-        index, index_params = check_index(index, index_params, "l2" if metric == "l2" else "ip")
+        index, index_params = check_index(index, index_params, codec_metric)
         with self._lock:
             self._check_open()
             final = self.path / name
@@ -92,7 +115,8 @@ class Database:
             staging = self.path / f".tmp-{uuid.uuid4().hex}"
             staging.mkdir()
             try:
-                Collection.create(staging, name, dim, metric, spec, seal_rows, index, index_params).close()
+                Collection.create(staging, name, dim, metric, spec, seal_rows, index, index_params, tuning,
+                                  sample_queries).close()
                 fsync_dir(staging)
                 try:
                     os.rename(staging, final)  # atomic; fails if another process created it first

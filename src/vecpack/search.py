@@ -64,7 +64,14 @@ def search_rows(
     width = max(k, rerank)
     indexed = index.rows if index is not None else 0
     if indexed:
-        found = index.search(q, codec.probe(q), codes[:indexed], live, width, index.check_knob(knob, width))
+        refine = codec.refine_pool(k)
+        pool = max(width, refine)
+        knob = index.check_knob(knob, pool)
+        if refine and index.knob == "ef":  # a graph's whole beam is at hand: re-scoring all of it costs no hops
+            pool = max(pool, knob)
+        found = index.search(q, codec.probe(q), codes[:indexed], live, pool, knob)
+        if refine:  # a two-level codec: the index ranked by its first level; re-score with both
+            found = _refined(codec, q, codes, *found, width)
         if indexed == vectors.shape[0] and not rerank:  # the index holds every row: its answer is final
             return found[0][:, :k], found[1][:, :k]
     heaps = new_heaps(q.shape[0], width)
@@ -88,3 +95,15 @@ def search_rows(
         merge_candidates(exact, candidates, *heaps)
     sort_heaps(*heaps)
     return heaps[0][:, :k], heaps[1][:, :k]
+
+
+def _refined(
+    codec: Codec, q: np.ndarray, codes: np.ndarray, scores: np.ndarray, rows: np.ndarray, width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``width`` of the candidates ``rows`` (m, r) by ``codec.rescore``, best first."""
+    valid = rows >= 0
+    fine = codec.rescore(q, codes[np.where(valid, rows, 0)])
+    fine[~valid] = -np.inf
+    order = np.argsort(-fine, axis=1, kind="stable")[:, :width]
+    picked = np.take_along_axis(rows, order, axis=1)
+    return np.where(picked >= 0, np.take_along_axis(fine, order, axis=1), -np.inf).astype(np.float32), picked

@@ -11,11 +11,13 @@ from vecpack.codecs import load_codec, make_codec, save_codec
 from vecpack.errors import CorruptData, InvalidInput, UnknownSpec
 from vecpack.kernels.topk import new_heaps, sort_heaps
 
-SPECS = ["float32", "float16", "int8", "binary", "pq8"]
+SPECS = ["float32", "float16", "bf16", "int8", "int4", "lvq8", "lvq4", "lvq4x4", "lvq4x8", "binary", "pq8"]
 # relative reconstruction error bound (||x - decode(encode(x))|| / ||x - mean||) per codec
-MAX_REL_ERROR = {"float32": 0.0, "float16": 1e-3, "int8": 0.02, "binary": 0.9, "pq8": 0.6}
+MAX_REL_ERROR = {"float32": 0.0, "float16": 1e-3, "bf16": 0.01, "int8": 0.02, "int4": 0.12, "lvq8": 0.01,
+                 "lvq4": 0.12, "lvq4x4": 0.01, "lvq4x8": 0.001, "binary": 0.9, "pq8": 0.6}
 # minimum Spearman-like agreement: fraction of the exact top-10 found in the codec's top-50 (no rerank)
-MIN_TOP_OVERLAP = {"float32": 1.0, "float16": 1.0, "int8": 0.99, "binary": 0.6, "pq8": 0.75}
+MIN_TOP_OVERLAP = {"float32": 1.0, "float16": 1.0, "bf16": 0.99, "int8": 0.99, "int4": 0.95, "lvq8": 0.99,
+                   "lvq4": 0.95, "lvq4x4": 0.99, "lvq4x8": 0.99, "binary": 0.6, "pq8": 0.75}
 
 
 @pytest.fixture
@@ -93,7 +95,7 @@ def test_damaged_codec_file_is_reported(trained):
         load_codec(bytes(blob[: len(blob) // 2]))
 
 
-@pytest.mark.parametrize("spec", ["", "pq", "pq0", "int9", "binary2", "float64", " rabitq"])
+@pytest.mark.parametrize("spec", ["", "pq", "pq0", "int9", "binary2", "float64", "rabitqx", "lvq3"])
 def test_bad_specs_are_rejected(spec):
     with pytest.raises((UnknownSpec, InvalidInput)):
         make_codec(spec, 32, "ip")

@@ -134,14 +134,19 @@ class Codec(ABC):
     def code_size(self) -> int:
         """Bytes per encoded vector."""
 
-    def fit(self, x: np.ndarray) -> Codec:
-        """Learn parameters from a float32 sample (n, dim); returns self."""
+    def fit(self, x: np.ndarray, queries: np.ndarray | None = None) -> Codec:
+        """Learn parameters from a float32 sample (n, dim); returns self.
+
+        queries : optional sample queries (m, dim); only query-aware codecs (LeanVec) use them.
+        """
         x = self._check_input(x)
+        if queries is not None:
+            queries = self._check_input(queries)
         if x.shape[0] < self.min_train_rows:
             raise InvalidInput(
                 f"codec {self.spec!r} needs at least {self.min_train_rows} training vectors, got {x.shape[0]}"
             )
-        self._fit(x)
+        self._fit(x, queries)
         self.trained = True
         return self
 
@@ -168,6 +173,16 @@ class Codec(ABC):
         """How many candidates to re-score with float32 vectors by default (0 = none)."""
         return 0
 
+    def refine_pool(self, k: int) -> int:
+        """How many index candidates to re-score with ``rescore`` (0 = none: ``probe`` already reads the
+        whole code). Two-level codecs traverse indexes on their first level and refine with both."""
+        return 0
+
+    def rescore(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Scores float32 (m, r) of queries q (m, dim) against their own candidates' codes uint8 (m, r, code_size),
+        from the whole code; only codecs with a ``refine_pool`` implement it."""
+        raise NotImplementedError(f"codec {self.spec!r} does not refine candidates")
+
     def state(self) -> dict[str, np.ndarray]:
         """Trained parameters as named arrays (empty for parameter-free codecs)."""
         return {}
@@ -176,7 +191,7 @@ class Codec(ABC):
         """Restore parameters produced by ``state()``."""
         self.trained = True
 
-    def _fit(self, x: np.ndarray) -> None:
+    def _fit(self, x: np.ndarray, queries: np.ndarray | None) -> None:
         """Codec-specific training; the default codec has nothing to learn."""
 
     @abstractmethod

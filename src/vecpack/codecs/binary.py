@@ -30,7 +30,7 @@ class BinaryCodec(Codec):
     def code_size(self) -> int:
         return 8 * self.words
 
-    def _fit(self, x):
+    def _fit(self, x, queries=None):
         self.mu = x.mean(axis=0, dtype=np.float64).astype(np.float32)
         self.sigma = np.abs(x - self.mu).mean(axis=0, dtype=np.float64).astype(np.float32)
 

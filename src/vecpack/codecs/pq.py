@@ -36,7 +36,7 @@ class PQCodec(Codec):
     def code_size(self) -> int:
         return self.n_sub
 
-    def _fit(self, x):
+    def _fit(self, x, queries=None):
         train = x[np.random.default_rng(0).permutation(x.shape[0])[: 100 * K]]
         ds = self.sub_dim
         subspaces = [np.ascontiguousarray(train[:, s * ds : (s + 1) * ds]) for s in range(self.n_sub)]

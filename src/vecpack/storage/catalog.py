@@ -142,10 +142,11 @@ class Catalog:
         assert table in ("batches", "segments")
         self.conn.execute(f"INSERT OR REPLACE INTO {table} (row0, n, crc) VALUES (?, ?, ?)", (row0, n, crc))
 
-    def clear_ranges(self) -> None:
-        """Forget every checksummed range (compaction rewrites both row files)."""
-        self.conn.execute("DELETE FROM batches")
-        self.conn.execute("DELETE FROM segments")
+    def clear_ranges(self, *tables: str) -> None:
+        """Forget every checksummed range of ``tables`` ("batches", "segments"): their row file is rewritten."""
+        for table in tables:
+            assert table in ("batches", "segments")
+            self.conn.execute(f"DELETE FROM {table}")
 
     def ranges(self, table: str) -> list[tuple[int, int, int]]:
         assert table in ("batches", "segments")
