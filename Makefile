@@ -43,6 +43,14 @@ bench: $(VENV)/.bench+embed.stamp
 	for ds in scifact-sentences mnist scifact; do \
 	  VECPACK_DATA="$(DATA)" $(BIN)/python bench/insertion_order.py --dataset $$ds || exit 1; done
 	VECPACK_DATA="$(DATA)" $(BIN)/python bench/churn.py --dataset scifact-sentences
+	VECPACK_DATA="$(DATA)" $(BIN)/python bench/budget.py
+	VECPACK_DATA="$(DATA)" $(BIN)/python bench/autotune.py --dataset scifact
+	for ds in scifact msmarco-dl19 synthetic:100000:384; do \
+	  VECPACK_DATA="$(DATA)" $(BIN)/python bench/rabitq.py --dataset $$ds --bits 1 2 4 8 || exit 1; \
+	  VECPACK_DATA="$(DATA)" $(BIN)/python bench/rbin.py --dataset $$ds || exit 1; done
+	for ds in scifact synthetic:100000:384; do \
+	  VECPACK_DATA="$(DATA)" $(BIN)/python bench/pq_variants.py --dataset $$ds || exit 1; done
+	VECPACK_DATA="$(DATA)" $(BIN)/python bench/lvq_graph.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

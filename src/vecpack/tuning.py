@@ -36,7 +36,7 @@ BASE_ROWS = 20_000
 TRAIN_ROWS = 10_000
 HELD_OUT_QUERIES = 200
 #: stop measuring new candidates after this many seconds (the report lists the skipped ones)
-TIME_LIMIT_S = 45.0
+TIME_LIMIT_S = 30.0
 #: fewest rows worth tuning on; below it the collection stays exact and tunes later
 MIN_TUNE_ROWS = 1000
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
@@ -136,16 +136,17 @@ def tune(
 
 
 def shortlist(specs: list[str], dim: int, metric: str) -> list[str]:
-    """The largest spec of each shape (the spec with its numbers removed: "pq<m>", "pca<d>,int8", ...),
-    largest first: within one shape more bytes means more accuracy, so only the one nearest the
-    budget can be the most accurate; measuring it first matters when time runs out."""
+    """The largest spec of each shape (the spec with its numbers removed: "pq<m>", "pca<d>,int8", ...):
+    within one shape more bytes means more accuracy, so only the one nearest the budget can be the
+    most accurate. Largest first, product quantizers last: their k-means training takes seconds
+    to tens of seconds each, and one must not use up the time of all the others."""
     best: dict[str, tuple[int, str]] = {}
     for spec in specs:
         size = make_codec(spec, dim, metric).code_size
         shape = re.sub(r"\d+", "", spec)
         if shape not in best or size > best[shape][0]:
             best[shape] = (size, spec)
-    return [spec for _, spec in sorted(best.values(), reverse=True)]
+    return [spec for _, spec in sorted(best.values(), key=lambda b: ("pq" in b[1], -b[0], b[1]))]
 
 
 def _measure(spec, dim, codec_metric, metric, train, base, queries, truth, live) -> dict[str, Any]:
