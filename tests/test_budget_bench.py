@@ -68,7 +68,10 @@ def test_quick_run_on_synthetic_data(budget, tmp_path):
     assert json.loads(stem.with_suffix(".json").read_text())["budgets"] == report["budgets"]
     md = stem.with_suffix(".md").read_text()
     assert "**Synthetic data**" in md and "ours >= FAISS?" in md and "`int4`" in md
-    assert stem.with_suffix(".png").stat().st_size > 0
+    if importlib.util.find_spec("matplotlib") is not None:  # the bench extra draws the plot
+        assert stem.with_suffix(".png").stat().st_size > 0
+    else:
+        assert not stem.with_suffix(".png").exists()
 
 
 def test_faiss_configs_fit_the_budget():
