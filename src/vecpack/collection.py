@@ -35,13 +35,15 @@ from typing import Any
 
 import numpy as np
 
-from vecpack import validate
+from vecpack import filters, planner, tenants, validate
 from vecpack.codecs import Codec, load_codec, make_codec, save_codec
 from vecpack.errors import ClosedError, Conflict, CorruptData, InvalidInput, NotFound
+from vecpack.fields import FieldColumns
 from vecpack.index import INDEX_KINDS, Index
 from vecpack.index.base import arrays_crc, load_arrays, save_arrays
 from vecpack.index.graph import DEFAULTS as GRAPH_DEFAULTS
-from vecpack.search import prepare, search_rows
+from vecpack.search import prepare
+from vecpack.selection import Selection, filter_groups, run_plan
 from vecpack.storage.catalog import Catalog
 from vecpack.storage.files import write_atomic
 from vecpack.storage.rowfile import RowFile
@@ -97,6 +99,8 @@ class Collection:
         self._files: tuple[str, str] | None = None
         self._index: Index | None = None
         self._index_dir: str | None = None
+        self._fields = FieldColumns()
+        self._tenant_rows = tenants.TenantRows()
         try:
             meta = self._catalog.all_meta()
             self.name: str = meta["name"]
@@ -105,6 +109,7 @@ class Collection:
             self.seal_rows: int = meta["seal_rows"]
             self.index_kind: str = meta.get("index", "flat")
             self.index_params: dict[str, Any] = meta.get("index_params", {})
+            self.multi_tenant: bool = meta.get("multi_tenant", False)
             # an "auto" collection holds a placeholder until its first seal chooses the codec
             self._codec: Codec = make_codec(_placeholder(meta["codec"]), self.dim, self._codec_metric)
             self._load_state()
@@ -122,7 +127,7 @@ class Collection:
     def create(
         cls, path: Path, name: str, dim: int, metric: str, codec: str, seal_rows: int,
         index: str = "flat", index_params: dict[str, Any] | None = None, tuning: dict[str, Any] | None = None,
-        sample_queries: np.ndarray | None = None,
+        sample_queries: np.ndarray | None = None, multi_tenant: bool = False,
     ) -> Collection:
         """Write a new, empty collection into the (new, empty) folder ``path`` and open it.
 
@@ -138,7 +143,7 @@ class Collection:
             meta={"name": name, "dim": dim, "metric": metric, "codec": codec, "seal_rows": seal_rows,
                   "n_rows": 0, "sealed_rows": 0, "codec_crc": None, "index": index,
                   "index_params": index_params or {}, "index_state": None, "tuning": tuning,
-                  "tuning_report": None,
+                  "tuning_report": None, "multi_tenant": multi_tenant,
                   "vectors_file": "vectors.f32", "codes_file": "codes.bin"},
         )
         catalog.close()
@@ -210,7 +215,7 @@ class Collection:
             self._load_state()
 
     # -- writes -----------------------------------------------------------------------
-    def add(self, ids: Any, vectors: Any, metadata: Any = None) -> None:
+    def add(self, ids: Any, vectors: Any, metadata: Any = None, *, tenant: str | None = None) -> None:
         """Insert new records; fails with ``Conflict`` (adding nothing) if any id exists.
 
         Parameters
@@ -218,6 +223,9 @@ class Collection:
         ids : list of str or int, unique within the call.
         vectors : float32-convertible (n, dim), finite.
         metadata : optional list of dict (JSON-serialisable) or None, one per id.
+        tenant : the tenant to write to, in a multi-tenant collection (required there; created
+            if new). Every method takes it: ids are unique per tenant, and no call of one
+            tenant can read, change or detect another tenant's records.
 
         Examples
         --------
@@ -229,31 +237,59 @@ class Collection:
         """
         ids, x, meta = self._check_batch(ids, vectors, metadata)
         with self._write():
-            existing = self._catalog.rows_of(ids)
+            keys = self._keys(ids, self._tenant(tenant, create=True))
+            existing = self._catalog.rows_of(keys)
             if existing:
-                raise Conflict(f"ids already exist: {sorted(existing)[:5]} (use upsert to replace)")
-            self._append(ids, x, meta)
+                taken = sorted(tenants.public_id(key) for key in existing)
+                raise Conflict(f"ids already exist: {taken[:5]} (use upsert to replace)")
+            self._append(keys, x, meta)
         self._maybe_seal()
 
-    def upsert(self, ids: Any, vectors: Any, metadata: Any = None) -> None:
+    def upsert(self, ids: Any, vectors: Any, metadata: Any = None, *, tenant: str | None = None) -> None:
         """Insert records, replacing the vector and metadata of ids that already exist."""
         ids, x, meta = self._check_batch(ids, vectors, metadata)
         with self._write():
-            existing = self._catalog.rows_of(ids)
+            keys = self._keys(ids, self._tenant(tenant, create=True))
+            existing = self._catalog.rows_of(keys)
             if existing:
                 self._delete_rows(list(existing.values()))
-            self._append(ids, x, meta)
+            self._append(keys, x, meta)
         self._maybe_seal()
 
-    def delete(self, ids: Any) -> None:
-        """Delete records; fails with ``NotFound`` (deleting nothing) if any id is unknown."""
-        ids = validate.ids(ids)
+    def delete(self, ids: Any = None, *, where: dict[str, Any] | None = None, tenant: str | None = None) -> int:
+        """Delete records by id, by filter, or the ids that pass the filter; returns how many were deleted.
+
+        Fails with ``NotFound`` (deleting nothing) if any given id is unknown. The
+        filter is evaluated inside the write transaction: exactly the rows matching at
+        commit time go.
+
+        Examples
+        --------
+        >>> import vecpack, numpy as np
+        >>> col = vecpack.connect().create_collection("d", dim=2, codec="float32")
+        >>> col.add(ids=[1, 2, 3], vectors=np.eye(3)[:, :2] + 1, metadata=[{"y": 1}, {"y": 2}, {"y": 3}])
+        >>> col.delete(where={"y": {"$gte": 2}}), len(col)
+        (2, 1)
+        """
+        if ids is None and where is None:
+            raise InvalidInput("delete needs ids, where, or both")
+        ids = validate.ids(ids) if ids is not None else None
+        node = filters.parse(where) if where is not None else None
         with self._write():
-            rows = self._catalog.rows_of(ids)
-            missing = [i for i in ids if i not in rows]
-            if missing:
-                raise NotFound(_unknown_ids(missing))
-            self._delete_rows(list(rows.values()))
+            code = self._tenant(tenant)
+            if ids is not None:
+                keys = self._keys(ids, code)
+                found = self._catalog.rows_of(keys)
+                missing = [i for i, key in zip(ids, keys, strict=True) if key not in found]
+                if missing:
+                    raise NotFound(_unknown_ids(missing))
+                rows = np.fromiter(found.values(), np.int64, len(found))
+                if node is not None:
+                    rows = rows[self._filter_mask(node)[rows]]
+            else:
+                rows = self._select(code, node).rows()
+            self._delete_rows(rows.tolist())
+        return int(rows.size)
 
     def optimize(self, *, compact: bool | None = None) -> None:
         """Seal growing rows, bring the index up to date, and compact away deleted rows.
@@ -575,7 +611,8 @@ class Collection:
 
     # -- reads ------------------------------------------------------------------------
     def search(
-        self, q: Any, k: int = 10, *, rerank: int | None = None, ef: int | None = None, nprobe: int | None = None
+        self, q: Any, k: int = 10, *, where: dict[str, Any] | list[dict[str, Any] | None] | None = None,
+        rerank: int | None = None, ef: int | None = None, nprobe: int | None = None, tenant: str | None = None,
     ) -> list[Hit] | list[list[Hit]]:
         """Nearest records to the query/queries, best first.
 
@@ -583,6 +620,10 @@ class Collection:
         ----------
         q : (dim,) for one query, or (m, dim) for a batch.
         k : results per query.
+        where : a metadata filter (``vecpack.filters``) for every query, or for a batch one
+            filter (or None) per query; queries with equal filters are searched together.
+            The plan (exact scan of the matches, filtered index search, or post-filter) follows
+            the filter's selectivity (``explain``); at least k hits come back whenever k rows match.
         rerank : candidates re-scored with the float32 vectors; None = the codec's
             default (0 for float32, float16 and int8; max(10k, 100) for binary and PQ); 0 = off.
         ef : graph index only: beam width (default max(64, k, rerank)); larger = better recall, slower.
@@ -596,12 +637,15 @@ class Collection:
         q, single = validate.queries(q, self.dim)
         k = validate.positive_int(k, "k")
         knob = self._check_knob(ef, nprobe)
+        groups = filter_groups(where, q.shape[0], single)
         with self._lock:
             self._refresh()
-            codec, n_rows, sealed, index = self._codec, self._n_rows, self._sealed, self._index
+            code = self._tenant(tenant)
+            codec, n_rows, sealed, index, n_live = self._codec, self._n_rows, self._sealed, self._index, self._n_live
             live = self._live[:n_rows]
             vectors = self._vectors.view(n_rows, np.float32)
             codes = self._codes.view(sealed)
+            selections = [self._select(code, node) for node, _ in groups]
         if rerank is None:
             rerank = codec.default_rerank(k)
         rerank = validate.positive_int(rerank, "rerank", low=0, high=validate.MAX_K)
@@ -613,12 +657,199 @@ class Collection:
         # a large vector log is read with pread for re-ranking: faults through the mmap would map
         # 64 KiB of neighbours per candidate and inflate resident memory (measured: 1.4 GB peak at 1M)
         gather = (lambda r: self._vectors.gather(r, np.float32)) if vectors.nbytes > PREAD_RERANK_BYTES else None
-        scores, rows = search_rows(
-            q, k, codec=codec, codes=codes, vectors=vectors, live=live, metric=self.metric, rerank=rerank,
-            gather=gather, index=index, knob=knob,
-        )
+        arrays = {"codec": codec, "codes": codes, "vectors": vectors, "metric": self.metric, "rerank": rerank,
+                  "gather": gather}
+        scores = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
+        rows = np.full((q.shape[0], k), -1, dtype=np.int64)
+        for (_, picked), selection in zip(groups, selections, strict=True):
+            matches = None if selection.everything else selection.count()
+            plan = planner.choose(matches, n_live, max(k, rerank), index, knob)
+            scores[picked], rows[picked] = run_plan(plan, q[picked], k, selection, live, index, arrays)
         results = self._hits(scores, rows)
         return results[0] if single else results
+
+    def explain(
+        self, k: int = 10, *, where: dict[str, Any] | None = None, ef: int | None = None, nprobe: int | None = None,
+        tenant: str | None = None,
+    ) -> dict[str, Any]:
+        """How ``search(q, k, where=..., ef=..., nprobe=...)`` would run: the plan, matching rows, selectivity, why.
+
+        Examples
+        --------
+        >>> import vecpack, numpy as np
+        >>> col = vecpack.connect().create_collection("e", dim=2, codec="float32")
+        >>> col.add(ids=[1, 2, 3, 4], vectors=np.ones((4, 2)), metadata=[{"y": i} for i in range(4)])
+        >>> plan = col.explain(where={"y": {"$gte": 3}})
+        >>> plan["plan"], plan["matches"], plan["selectivity"]
+        ('exact', 1, 0.25)
+        """
+        k = validate.positive_int(k, "k")
+        knob = self._check_knob(ef, nprobe)
+        node = filters.parse(where) if where is not None else None
+        with self._lock:
+            self._refresh()
+            selection = self._select(self._tenant(tenant), node)
+            matches = None if selection.everything else selection.count()
+            width = max(k, self._codec.default_rerank(k) if not self._codec.exact else 0)
+            plan = planner.choose(matches, self._n_live, width, self._index, knob)
+            indexed = {".".join(p): self._fields.indexed(p) for p in (filters.paths(node) if node else ())}
+        out = plan.as_dict()
+        out["plan"] = out.pop("kind")
+        return out | {"index": self.index_kind, "fields": indexed}
+
+    # -- tenants ------------------------------------------------------------------------------
+    def _tenant(self, tenant: str | None, *, create: bool = False) -> int | None:
+        """The code of a call's tenant (None in a collection without tenants). Lock held; ``create``
+        (inside a write transaction) registers a new tenant instead of raising NotFound."""
+        if not self.multi_tenant:
+            if tenant is not None:
+                raise InvalidInput(f"collection {self.name!r} has no tenants (create it with multi_tenant=True)")
+            return None
+        if tenant is None:
+            raise InvalidInput(f"collection {self.name!r} is multi-tenant: every call needs tenant=")
+        name = validate.tenant_name(tenant)
+        found = self._catalog.tenant(name)
+        if found is None:
+            if not create:
+                raise NotFound(f"tenant {name!r} does not exist in collection {self.name!r}")
+            return self._catalog.add_tenant(name)
+        if not found[1]:
+            raise Conflict(f"tenant {name!r} is inactive: call activate_tenant({name!r}) first")
+        return found[0]
+
+    @staticmethod
+    def _keys(ids: list[str], code: int | None) -> list[str]:
+        """Catalog keys of a call's ids (tenant-prefixed in a multi-tenant collection)."""
+        return ids if code is None else [tenants.key(code, i) for i in ids]
+
+    def _select(self, code: int | None, node: filters.Filter | None) -> Selection:
+        """Live rows of tenant ``code`` (None = all) passing ``node`` (None = no filter). Lock held, state fresh."""
+        passing = None  # rows passing a single indexed condition, found without a pass over every row
+        if node is not None:
+            self._sync_fields()
+            passing = self._fields.indexed_rows(node)
+        if code is None:
+            if node is None:
+                return Selection(self._n_rows)
+            if passing is not None:
+                return Selection(self._n_rows, rows=passing[self._live[passing] != 0])
+            return Selection(self._n_rows, mask=self._filter_mask(node))
+        self._tenant_rows.sync(self._catalog, self._n_rows, self._files)
+        rows = self._tenant_rows.rows(code)
+        rows = rows[self._live[rows] != 0]
+        if passing is not None:
+            rows = np.intersect1d(rows, passing, assume_unique=True)
+        elif node is not None:
+            rows = rows[self._filter_mask(node)[rows]]
+        return Selection(self._n_rows, rows=rows)
+
+    def create_tenant(self, name: str) -> None:
+        """Register a tenant (``add`` / ``upsert`` also create theirs); Conflict if it exists."""
+        self._require_tenants()
+        name = validate.tenant_name(name)
+        with self._write():
+            if self._catalog.tenant(name) is not None:
+                raise Conflict(f"tenant {name!r} already exists in collection {self.name!r}")
+            self._catalog.add_tenant(name)
+
+    def drop_tenant(self, name: str) -> int:
+        """Delete a tenant and all its records in one transaction; returns how many records went."""
+        self._require_tenants()
+        name = validate.tenant_name(name)
+        with self._write():
+            found = self._catalog.tenant(name)
+            if found is None:
+                raise NotFound(f"tenant {name!r} does not exist in collection {self.name!r}")
+            rows = self._catalog.rows_with_prefix(tenants.key(found[0], ""))
+            self._delete_rows(rows)
+            self._catalog.remove_tenant(found[0])
+            self._tenant_rows.drop(found[0])
+        return len(rows)
+
+    def list_tenants(self) -> list[dict[str, Any]]:
+        """Every tenant: ``{"name": ..., "active": bool}``, by name."""
+        self._require_tenants()
+        with self._lock:
+            self._refresh()
+            return [{"name": n, "active": a} for n, (_, a) in sorted(self._catalog.tenants().items())]
+
+    def deactivate_tenant(self, name: str) -> None:
+        """Offload a tenant: its in-memory row list is dropped and its calls are refused until
+        ``activate_tenant``; its records stay on disk."""
+        self._set_tenant_active(name, False)
+
+    def activate_tenant(self, name: str) -> None:
+        self._set_tenant_active(name, True)
+
+    def _set_tenant_active(self, name: str, active: bool) -> None:
+        self._require_tenants()
+        name = validate.tenant_name(name)
+        with self._write():
+            found = self._catalog.tenant(name)
+            if found is None:
+                raise NotFound(f"tenant {name!r} does not exist in collection {self.name!r}")
+            self._catalog.set_tenant_active(found[0], active)
+            if not active:
+                self._tenant_rows.drop(found[0])
+
+    def _require_no_tenants(self) -> None:
+        if self.multi_tenant:
+            raise InvalidInput(f"collection {self.name!r} is multi-tenant: use get(ids=..., tenant=...)")
+
+    def _require_tenants(self) -> None:
+        if not self.multi_tenant:
+            raise InvalidInput(f"collection {self.name!r} has no tenants (create it with multi_tenant=True)")
+
+    # -- metadata filters and field indexes ---------------------------------------------------
+    def _filter_mask(self, node: filters.Filter) -> np.ndarray:
+        """bool (n_rows,): live rows passing ``node``. Call with the lock held, state refreshed."""
+        self._sync_fields()
+        return self._fields.mask(self._catalog, node, self._n_rows) & (self._live[: self._n_rows] != 0)
+
+    def _sync_fields(self) -> None:
+        """Bring the indexed fields' columns up to date with the rows. Lock held, state refreshed."""
+        indexed = [filters.field_path(f) for f in self._catalog.get_meta("field_indexes", [])]
+        self._fields.sync(self._catalog, indexed, self._n_rows, self._files)
+
+    def create_field_index(self, field: str) -> None:
+        """Index a metadata field (dotted path for nested fields) so filters on it cost milliseconds.
+
+        The index is a typed column in memory, built now from the stored records and
+        extended as rows are added; its name is kept in the catalog. Filters work on
+        fields without one too, reading the field from every record per call.
+        Creating an index that exists does nothing.
+        """
+        path = filters.field_path(field)
+        with self._write():
+            names = self._catalog.get_meta("field_indexes", [])
+            if field not in names:
+                self._catalog.set_meta(field_indexes=[*names, field])
+        with self._lock:
+            self._refresh()
+            self._fields.sync(self._catalog, [*map(filters.field_path, names), path], self._n_rows, self._files)
+
+    def drop_field_index(self, field: str) -> None:
+        """Remove a field index; NotFound if there is none on ``field``."""
+        filters.field_path(field)
+        with self._write():
+            names = self._catalog.get_meta("field_indexes", [])
+            if field not in names:
+                raise NotFound(f"no field index on {field!r}; indexed fields: {names}")
+            self._catalog.set_meta(field_indexes=[n for n in names if n != field])
+
+    def field_indexes(self) -> list[str]:
+        """The indexed metadata fields."""
+        with self._lock:
+            self._refresh()
+            return list(self._catalog.get_meta("field_indexes", []))
+
+    def count(self, where: dict[str, Any] | None = None, *, tenant: str | None = None) -> int:
+        """Live records (of the tenant), or those passing the filter ``where``."""
+        node = filters.parse(where) if where is not None else None
+        with self._lock:
+            self._refresh()
+            selection = self._select(self._tenant(tenant), node)
+            return self._n_live if selection.everything else selection.count()
 
     def _check_knob(self, ef: int | None, nprobe: int | None) -> int | None:
         """The knob for this collection's index; InvalidInput for the other index's knob."""
@@ -641,28 +872,51 @@ class Collection:
         by_row = {r: (rid, meta) for (r, (rid, _)), meta in zip(found.items(), metadata, strict=True)}
         out = []
         for srow, rrow in zip(scores.tolist(), rows.tolist(), strict=True):
-            out.append([Hit(by_row[r][0], s, by_row[r][1]) for s, r in zip(srow, rrow, strict=True) if r in by_row])
+            out.append([Hit(tenants.public_id(by_row[r][0]) if self.multi_tenant else by_row[r][0], s, by_row[r][1])
+                        for s, r in zip(srow, rrow, strict=True) if r in by_row])
         return out
 
-    def get(self, ids: Any) -> list[Record]:
-        """Records for ``ids`` in the given order; ``NotFound`` if any id is unknown."""
-        ids = validate.ids(ids, unique=False)
+    def get(
+        self, ids: Any = None, *, where: dict[str, Any] | None = None, limit: int | None = None, offset: int = 0,
+        tenant: str | None = None,
+    ) -> list[Record]:
+        """Records by id (in the given order; ``NotFound`` if any id is unknown), or by filter (in insertion order).
+
+        With both, the given ids that pass the filter. With neither, every record.
+        ``limit`` / ``offset`` page through the result.
+        """
+        ids = validate.ids(ids, unique=False) if ids is not None else None
+        node = filters.parse(where) if where is not None else None
+        limit = validate.positive_int(limit, "limit", high=validate.MAX_BATCH) if limit is not None else None
+        offset = validate.positive_int(offset, "offset", low=0, high=1 << 62)
         with self._lock:
             self._refresh()
-            found = self._catalog.records_by_id(ids)
-            missing = [i for i in ids if i not in found]
-            if missing:
-                raise NotFound(_unknown_ids(missing))
+            code = self._tenant(tenant)
             vectors = self._vectors.view(self._n_rows, np.float32)
-            return [
-                Record(i, np.array(vectors[row]), json.loads(meta) if meta is not None else None)
-                for i in ids
-                for row, meta in [found[i]]
-            ]
+            if ids is not None:
+                keys = self._keys(ids, code)
+                found = self._catalog.records_by_id(keys)
+                missing = [i for i, key in zip(ids, keys, strict=True) if key not in found]
+                if missing:
+                    raise NotFound(_unknown_ids(missing))
+                keep = self._filter_mask(node) if node is not None else None
+                picked = [(i, *found[key]) for i, key in zip(ids, keys, strict=True)
+                          if keep is None or keep[found[key][0]]]
+            else:
+                selection = self._select(code, node)
+                rows = (np.flatnonzero(self._live[: self._n_rows]) if selection.everything else selection.rows())
+                rows = rows[offset:][:limit].tolist()
+                offset = 0
+                picked = [(tenants.public_id(i), r, m)
+                          for r, (i, m) in sorted(self._catalog.records_by_row(rows).items())]
+            picked = picked[offset:][:limit]
+            return [Record(i, np.array(vectors[row]), json.loads(meta) if meta is not None else None)
+                    for i, row, meta in picked]
 
     def __contains__(self, id: object) -> bool:
-        """True if a record with this id (str or int) exists."""
+        """True if a record with this id (str or int) exists (not for multi-tenant collections: use get)."""
         key = validate.ids([id])[0]
+        self._require_no_tenants()
         with self._lock:
             self._refresh()
             return bool(self._catalog.rows_of([key]))
@@ -677,8 +931,9 @@ class Collection:
 
         ``memory_bytes`` is what search keeps resident: the index, codes of the sealed
         rows it does not hold (an IVF index holds its rows' codes; a graph reads the
-        collection's), float32 rows of the growing segment, the live mask and codec
-        parameters. ``disk_bytes`` is the disk space the folder's files take (allocated blocks).
+        collection's), float32 rows of the growing segment, the live mask, codec
+        parameters, field index columns and tenant row lists (``field_index_bytes``,
+        ``tenant_bytes``). ``disk_bytes`` is the disk space the folder's files take (allocated blocks).
         """
         with self._lock:
             self._refresh()
@@ -702,9 +957,11 @@ class Collection:
                 "index": self.index_kind,
                 "indexed_rows": index.rows if index is not None else 0,
                 "index_bytes": index_bytes,
+                "field_index_bytes": self._fields.nbytes,
+                "tenant_bytes": self._tenant_rows.nbytes,
                 "memory_bytes": (
                     (self._sealed - own_codes) * self._codec.code_size + index_bytes + growing * 4 * self.dim
-                    + self._n_rows + codec_bytes
+                    + self._n_rows + codec_bytes + self._fields.nbytes + self._tenant_rows.nbytes
                 ),
                 "disk_bytes": sum(f.stat().st_blocks * 512 for f in self.path.rglob("*") if f.is_file()),
             }

@@ -60,6 +60,7 @@ class Database:
         bytes_per_vector: int | str | None = None,
         target_recall: float = 0.95,
         sample_queries: Any = None,
+        multi_tenant: bool = False,
         exist_ok: bool = False,
     ) -> Collection:
         """Create a collection.
@@ -86,6 +87,8 @@ class Database:
             the whole collection (an int or "64MB") or code bytes per vector, and recall@10.
         sample_queries : (m, dim) queries like the ones to come: the tuner measures recall on
             them, and query-aware codecs (leanvec<d>) learn from them.
+        multi_tenant : every call names a tenant (``tenant=``); tenants are isolated namespaces
+            of ids and records (``vecpack.tenants``).
         exist_ok : return the existing collection instead of raising Conflict.
         """
         name = validate.collection_name(name)
@@ -104,6 +107,8 @@ class Database:
         if sample_queries is not None:
             sample_queries = validate.vectors(sample_queries, dim)
         seal_rows = validate.positive_int(seal_rows, "seal_rows", high=1 << 30)
+        if not isinstance(multi_tenant, bool):
+            raise InvalidInput(f"multi_tenant must be True or False, got {multi_tenant!r}")
         index, index_params = check_index(index, index_params, codec_metric)
         with self._lock:
             self._check_open()
@@ -116,7 +121,7 @@ class Database:
             staging.mkdir()
             try:
                 Collection.create(staging, name, dim, metric, spec, seal_rows, index, index_params, tuning,
-                                  sample_queries).close()
+                                  sample_queries, multi_tenant).close()
                 fsync_dir(staging)
                 try:
                     os.rename(staging, final)  # atomic; fails if another process created it first

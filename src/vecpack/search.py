@@ -44,6 +44,7 @@ def search_rows(
     gather: Callable[[np.ndarray], np.ndarray] | None = None,
     index: Index | None = None,
     knob: int | None = None,
+    filtered: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k similarities float32 (m, k) and rows int64 (m, k) (-1 = none), best first.
 
@@ -58,6 +59,8 @@ def search_rows(
     gather : if given, re-ranking reads the candidates' float32 rows (r, d) through
         ``gather(sorted unique rows)`` instead of indexing ``vectors``.
     index : searched for rows 0 .. index.rows-1 with its knob (ef / nprobe; None = its default).
+    filtered : ``live`` is a selective filter: the index searches through passing rows only
+        (``planner``'s "filtered" plan).
     Similarities are <q, x>, cosine, or -||q - x||^2 for l2.
     """
     sealed = codes.shape[0]
@@ -69,7 +72,7 @@ def search_rows(
         knob = index.check_knob(knob, pool)
         if refine and index.knob == "ef":  # a graph's whole beam is at hand: re-scoring all of it costs no hops
             pool = max(pool, knob)
-        found = index.search(q, codec.probe(q), codes[:indexed], live, pool, knob)
+        found = index.search(q, codec.probe(q), codes[:indexed], live, pool, knob, filtered=filtered)
         if refine:  # a two-level codec: the index ranked by its first level; re-score with both
             found = _refined(codec, q, codes, *found, width)
         if indexed == vectors.shape[0] and not rerank:  # the index holds every row: its answer is final
@@ -81,6 +84,51 @@ def search_rows(
         scan_codes(codec.scorer(q), codes[indexed:], indexed, live[indexed:sealed], heaps)
     if vectors.shape[0] > sealed:
         scan_exact(q, vectors[sealed:], sealed, live[sealed:], metric, heaps)
+    return _finish(q, k, heaps, vectors, metric, rerank, gather)
+
+
+def search_subset(
+    q: np.ndarray,
+    k: int,
+    rows: np.ndarray,
+    *,
+    codec: Codec,
+    codes: np.ndarray,
+    vectors: np.ndarray,
+    metric: str,
+    rerank: int,
+    gather: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``search_rows`` restricted to the live rows ``rows`` (int64, ascending), scanned without an index.
+
+    The codes of the sealed ones and the float32 vectors of the growing ones are
+    gathered and scanned exactly; the result is the same as a flat search whose
+    live mask holds only ``rows``, at a cost proportional to ``len(rows)``.
+    """
+    sealed = codes.shape[0]
+    split = int(np.searchsorted(rows, sealed))
+    width = max(k, rerank)
+    heaps = new_heaps(q.shape[0], width)
+    if split:
+        scan_codes(codec.scorer(q), codes[rows[:split]], 0, np.ones(split, np.uint8), heaps)
+    if split < rows.size:
+        grown = rows[split:]
+        scan_exact(q, vectors[grown], split, np.ones(grown.size, np.uint8), metric, heaps)
+    found = heaps[1] >= 0
+    heaps[1][found] = rows[heaps[1][found]]
+    return _finish(q, k, heaps, vectors, metric, rerank, gather)
+
+
+def _finish(
+    q: np.ndarray,
+    k: int,
+    heaps: tuple[np.ndarray, np.ndarray],
+    vectors: np.ndarray,
+    metric: str,
+    rerank: int,
+    gather: Callable[[np.ndarray], np.ndarray] | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Re-rank the heaps' candidates with exact float32 scores (if ``rerank``), keep the best k, best first."""
     if rerank:
         candidates = heaps[1]
         if gather is None:

@@ -18,6 +18,14 @@ MAX_K = 10_000
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
+def tenant_name(name: object) -> str:
+    """A tenant name: the same rules as a collection name."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+        raise InvalidInput(f"invalid tenant name {name!r}: use 1-64 letters, digits, '_', '-' or '.', "
+                           "starting with a letter or digit")
+    return name
+
+
 def collection_name(name: object) -> str:
     """A safe collection name: 1-64 chars of letters, digits, '_', '-', '.', not starting with '.', '-' or '_'."""
     if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
@@ -51,6 +59,8 @@ def ids(values: object, *, unique: bool = True) -> list[str]:
         s = str(v)
         if not s or len(s) > MAX_ID_LENGTH:
             raise InvalidInput(f"id {s[:40]!r} must have 1..{MAX_ID_LENGTH} characters")
+        if "\x1f" in s:
+            raise InvalidInput(f"id {s[:40]!r} contains the reserved character \\x1f")
         out.append(s)
     if not out:
         raise InvalidInput("empty batch: no ids given")

@@ -50,12 +50,15 @@ class Index(ABC):
 
     @abstractmethod
     def search(
-        self, q: np.ndarray, probe: Probe, codes: np.ndarray, live: np.ndarray, k_out: int, knob: int
+        self, q: np.ndarray, probe: Probe, codes: np.ndarray, live: np.ndarray, k_out: int, knob: int,
+        *, filtered: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Best k_out live candidates per query, best first: scores float32 / rows int64 (m, k_out), -1 = none.
 
         q : float32 (m, d) prepared queries; probe : the same queries described by the codec;
         codes : the collection's codes of rows 0 .. rows-1; live : uint8 by row.
+        filtered : ``live`` passes few rows (a filter): search through them only, where the
+            structure allows it (graph); an index whose scan checks ``live`` anyway ignores it.
         """
 
     @abstractmethod

@@ -30,6 +30,8 @@ SLACK = 1.3
 MAX_EF_GROWTH = 4
 #: most rows sampled as extra search starting points
 MAX_SEEDS = 1024
+#: a filtered search none of whose seeds passes the filter starts from this many sampled rows that do
+FILTER_ENTRIES = 16
 LID_NEIGHBOURS = 20
 LID_SAMPLE = 4096
 
@@ -103,20 +105,30 @@ class GraphIndex(Index):
             size = min(2 * size, max_batch)
         self.graph = trim_rows(x, graph, alpha2, degree)
 
-    def search(self, q, probe: Probe, codes, live, k_out, knob):
+    def search(self, q, probe: Probe, codes, live, k_out, knob, *, filtered=False):
         """Beam search of width max(knob, k_out); queries left with fewer than k_out live rows (deleted
-        rows fill their pools) are searched again with a doubled width, up to MAX_EF_GROWTH times."""
+        rows fill their pools) are searched again with a doubled width, up to MAX_EF_GROWTH times.
+        ``filtered``: the beam holds only live rows and starts from the live seeds (FILTER_ENTRIES
+        sampled live rows if none is)."""
         entries = self._entries
+        if filtered:
+            entries = entries[live[entries] != 0]
+            if entries.size == 0:
+                allowed = np.flatnonzero(live[: self.rows])
+                if allowed.size == 0:
+                    return np.full((q.shape[0], k_out), -np.inf, np.float32), np.full((q.shape[0], k_out), -1)
+                entries = np.random.default_rng(0).choice(allowed, min(FILTER_ENTRIES, allowed.size), replace=False)
         codes = probe.view(codes)
         ef = max(knob, k_out)
-        scores, rows = graph_search(probe.kind, probe.qf, probe.qw, codes, self.graph, entries, ef, live, k_out)
+        scores, rows = graph_search(probe.kind, probe.qf, probe.qw, codes, self.graph, entries, ef, live, k_out,
+                                    filtered)
         for _ in range(MAX_EF_GROWTH):
             short = np.flatnonzero(rows[:, -1] < 0)
             if short.size == 0 or ef >= self.rows:
                 break
             ef *= 2
             scores[short], rows[short] = graph_search(
-                probe.kind, probe.qf[short], probe.qw[short], codes, self.graph, entries, ef, live, k_out)
+                probe.kind, probe.qf[short], probe.qw[short], codes, self.graph, entries, ef, live, k_out, filtered)
         return scores, rows
 
     def compact(self, vectors, codes, live, keep):

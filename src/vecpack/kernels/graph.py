@@ -24,6 +24,7 @@ from vecpack.kernels.simd import prefetch_row
 from vecpack.kernels.topk import QUERY_CHUNK
 
 _NO_WORDS = np.zeros(1, dtype=np.uint64)
+_NO_ALLOW = np.zeros(0, dtype=np.uint8)
 _IP_TOKEN = kind_token(AFFINE_IP)
 _L2_TOKEN = kind_token(AFFINE_L2)
 
@@ -82,19 +83,23 @@ def _pool_insert(pool_s, pool_r, done, size, s, r):
 
 
 @njit(cache=True, fastmath=True)
-def beam_search(kind_tok, qf, qw, codes, graph, entries, pool_s, pool_r, exp_s, exp_r):
+def beam_search(kind_tok, qf, qw, codes, graph, entries, allow, pool_s, pool_r, exp_s, exp_r):
     """Best-first search from ``entries``; the L = len(pool_s) best rows found go to pool_s/pool_r, best first.
 
     Expands the best unexpanded pool row until every pool row is expanded.
     Scores come from ``score_row(kind_tok, qf, qw, codes[row])``. The first len(exp_r)
     expanded rows and their scores are recorded in exp_r / exp_s (construction prunes
     from them: they include the far rows on the path, which give long-range edges).
+    A non-empty ``allow`` (uint8 by row) restricts the search to allowed rows: entries
+    must be allowed, and a neighbour that is not is replaced by its allowed neighbours
+    (two hops, as ACORN-1 does), so the walk crosses rows a filter rejects without scoring them.
     Returns (pool size, number of expanded rows recorded).
     """
     cap = pool_s.shape[0]
     degree = graph.shape[1]
+    filtered = allow.shape[0] > 0
     done = np.zeros(cap, dtype=np.bool_)
-    fresh = np.empty(degree, dtype=np.int64)
+    fresh = np.empty(degree * (degree + 1) if filtered else degree, dtype=np.int64)
     visited = _new_visited(cap * degree + entries.shape[0])
     n_visited = 0
     size = 0
@@ -117,13 +122,25 @@ def beam_search(kind_tok, qf, qw, codes, graph, entries, pool_s, pool_r, exp_s, 
             nb = np.int64(graph[node, t])
             if nb < 0:
                 break
-            if _visit(visited, nb):
+            if not _visit(visited, nb):
+                continue
+            n_visited += 1
+            if not filtered or allow[nb]:
                 fresh[n_new] = nb
                 n_new += 1
                 prefetch_row(codes, nb)
-        n_visited += n_new
-        while 2 * n_visited > visited.shape[0]:  # keep the table at most half full: probes stay short
-            visited = _grown(visited)
+            else:
+                for u in range(degree):
+                    nb2 = np.int64(graph[nb, u])
+                    if nb2 < 0:
+                        break
+                    if allow[nb2] and _visit(visited, nb2):
+                        n_visited += 1
+                        fresh[n_new] = nb2
+                        n_new += 1
+                        prefetch_row(codes, nb2)
+            while 2 * n_visited > visited.shape[0]:  # keep the table at most half full: probes stay short
+                visited = _grown(visited)
         for t in range(n_new):
             nb = fresh[t]
             s = score_row(kind_tok, qf, qw, codes[nb])
@@ -138,13 +155,14 @@ def beam_search(kind_tok, qf, qw, codes, graph, entries, pool_s, pool_r, exp_s, 
 
 
 @njit(cache=True)
-def _search_queries(i0, i1, kind_tok, qf, qw, codes, graph, entries, live, out_s, out_r, pool_s, pool_r):
+def _search_queries(i0, i1, kind_tok, qf, qw, codes, graph, entries, live, filtered, out_s, out_r, pool_s, pool_r):
     """graph_search for queries i0 .. i1-1, with scratch pools of length ef."""
     k_out = out_s.shape[1]
     no_s = np.empty(0, dtype=np.float32)
     no_r = np.empty(0, dtype=np.int64)
+    allow = live if filtered else live[:0]
     for i in range(i0, i1):
-        size, _ = beam_search(kind_tok, qf[i], qw[i], codes, graph, entries, pool_s, pool_r, no_s, no_r)
+        size, _ = beam_search(kind_tok, qf[i], qw[i], codes, graph, entries, allow, pool_s, pool_r, no_s, no_r)
         c = 0
         for t in range(size):
             if c == k_out:
@@ -157,20 +175,22 @@ def _search_queries(i0, i1, kind_tok, qf, qw, codes, graph, entries, live, out_s
 
 
 @njit(cache=True, parallel=True)
-def _search_parallel(kind_tok, qf, qw, codes, graph, entries, ef, live, out_s, out_r):
+def _search_parallel(kind_tok, qf, qw, codes, graph, entries, ef, live, filtered, out_s, out_r):
     m = qf.shape[0]
     for task in prange((m + QUERY_CHUNK - 1) // QUERY_CHUNK):
         i0 = task * QUERY_CHUNK
         pool_s = np.empty(ef, dtype=np.float32)
         pool_r = np.empty(ef, dtype=np.int64)
-        _search_queries(i0, min(m, i0 + QUERY_CHUNK), kind_tok, qf, qw, codes, graph, entries, live, out_s, out_r,
-                        pool_s, pool_r)
+        _search_queries(i0, min(m, i0 + QUERY_CHUNK), kind_tok, qf, qw, codes, graph, entries, live, filtered,
+                        out_s, out_r, pool_s, pool_r)
 
 
-def graph_search(kind, qf, qw, codes, graph, entries, ef, live, k_out):
+def graph_search(kind, qf, qw, codes, graph, entries, ef, live, k_out, filtered=False):
     """Per query, the k_out best live rows of an ef-wide beam search: scores float32 / rows int64 (m, k_out).
 
     Deleted rows (live == 0) are traversed (they keep the graph connected) but never returned.
+    With ``filtered`` the beam holds live rows only and crosses the others by two hops
+    (``beam_search``'s ``allow``); every entry must then be live.
     Missing results are (-inf, -1). A batch runs in parallel; a few queries skip the thread launch.
     """
     m = qf.shape[0]
@@ -180,9 +200,9 @@ def graph_search(kind, qf, qw, codes, graph, entries, ef, live, k_out):
     if m <= QUERY_CHUNK // 4:
         pool_s = np.empty(ef, dtype=np.float32)
         pool_r = np.empty(ef, dtype=np.int64)
-        _search_queries(0, m, tok, qf, qw, codes, graph, entries, live, out_s, out_r, pool_s, pool_r)
+        _search_queries(0, m, tok, qf, qw, codes, graph, entries, live, filtered, out_s, out_r, pool_s, pool_r)
     else:
-        _search_parallel(tok, qf, qw, codes, graph, entries, ef, live, out_s, out_r)
+        _search_parallel(tok, qf, qw, codes, graph, entries, ef, live, filtered, out_s, out_r)
     return out_s, out_r
 
 
@@ -249,9 +269,9 @@ def insert_batch(x, graph, entries, batch, ef, alpha2, degree, unit):
         exp_s = np.empty(2 * ef, dtype=np.float32)
         exp_r = np.empty(2 * ef, dtype=np.int64)
         if unit:
-            _, n = beam_search(_IP_TOKEN, qf, _NO_WORDS, x, graph, entries, pool_s, pool_r, exp_s, exp_r)
+            _, n = beam_search(_IP_TOKEN, qf, _NO_WORDS, x, graph, entries, _NO_ALLOW, pool_s, pool_r, exp_s, exp_r)
         else:
-            _, n = beam_search(_L2_TOKEN, qf, _NO_WORDS, x, graph, entries, pool_s, pool_r, exp_s, exp_r)
+            _, n = beam_search(_L2_TOKEN, qf, _NO_WORDS, x, graph, entries, _NO_ALLOW, pool_s, pool_r, exp_s, exp_r)
         order = np.argsort(-exp_s[:n])
         dist = np.float32(2.0) - np.float32(2.0) * exp_s[order] if unit else -exp_s[order]
         out = np.empty(degree, dtype=np.int64)

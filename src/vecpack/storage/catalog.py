@@ -27,6 +27,7 @@ CREATE TABLE records (row INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, metadata
 CREATE TABLE tombstones (row INTEGER PRIMARY KEY);
 CREATE TABLE batches (row0 INTEGER PRIMARY KEY, n INTEGER NOT NULL, crc INTEGER NOT NULL);
 CREATE TABLE segments (row0 INTEGER PRIMARY KEY, n INTEGER NOT NULL, crc INTEGER NOT NULL);
+CREATE TABLE tenants (code INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, active INTEGER NOT NULL);
 """
 
 
@@ -113,6 +114,55 @@ class Catalog:
             "INSERT INTO records (row, id, metadata) VALUES (?, ?, ?)",
             zip(range(row0, row0 + len(ids)), ids, metadata, strict=True),
         )
+
+    def field_values(self, path: Sequence[str], row0: int, row1: int) -> list[tuple[int, Any]]:
+        """(row, JSON value) of the live rows in row0 .. row1-1 whose metadata has the field ``path``."""
+        json_path = "$" + "".join(f'."{key}"' for key in path)
+        out: list[tuple[int, Any]] = []
+        for row, kind, value in self.conn.execute(
+            "SELECT row, json_type(metadata, ?1), json_extract(metadata, ?1) FROM records "
+            "WHERE row >= ?2 AND row < ?3 AND json_type(metadata, ?1) IS NOT NULL ORDER BY row",
+            (json_path, row0, row1),
+        ):
+            if kind in ("true", "false"):
+                value = kind == "true"
+            elif kind in ("array", "object"):
+                value = json.loads(value)
+            out.append((row, value))
+        return out
+
+    # -- tenants (multi-tenant collections: record keys are "<code>\x1f<id>") ------------------
+    def tenants(self) -> dict[str, tuple[int, bool]]:
+        """name -> (code, active) of every tenant."""
+        return {n: (c, bool(a)) for c, n, a in self.conn.execute("SELECT code, name, active FROM tenants")}
+
+    def tenant(self, name: str) -> tuple[int, bool] | None:
+        """(code, active) of one tenant, None if there is no such tenant."""
+        row = self.conn.execute("SELECT code, active FROM tenants WHERE name = ?", (name,)).fetchone()
+        return None if row is None else (row[0], bool(row[1]))
+
+    def add_tenant(self, name: str) -> int:
+        """Register a tenant; its code."""
+        return int(self.conn.execute("INSERT INTO tenants (name, active) VALUES (?, 1)", (name,)).lastrowid)
+
+    def set_tenant_active(self, code: int, active: bool) -> None:
+        self.conn.execute("UPDATE tenants SET active = ? WHERE code = ?", (int(active), code))
+
+    def remove_tenant(self, code: int) -> None:
+        self.conn.execute("DELETE FROM tenants WHERE code = ?", (code,))
+
+    def rows_with_prefix(self, prefix: str) -> list[int]:
+        """Rows whose key starts with ``prefix`` (a range scan of the id index; ``prefix`` ends in \x1f)."""
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        return [r for (r,) in self.conn.execute("SELECT row FROM records WHERE id >= ? AND id < ?", (prefix, upper))]
+
+    def tenant_of_rows(self, row0: int, row1: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows int64, tenant codes int32) of the live rows in row0 .. row1-1 whose key has a tenant prefix."""
+        found = self.conn.execute(
+            "SELECT row, CAST(substr(id, 1, instr(id, char(31)) - 1) AS INTEGER) FROM records "
+            "WHERE row >= ? AND row < ? AND instr(id, char(31)) > 0", (row0, row1)).fetchall()
+        rows = np.fromiter((r for r, _ in found), np.int64, len(found))
+        return rows, np.fromiter((c for _, c in found), np.int32, len(found))
 
     def delete_rows(self, rows: Sequence[int]) -> None:
         """Remove live rows and record their tombstones."""

@@ -1,0 +1,84 @@
+"""Filtered search plans: which way to search rows that pass a filter, from its selectivity.
+
+The filter is evaluated first (``fields.FieldColumns.mask``), so the plan knows
+exactly how many live rows match; it then picks the cheapest way that keeps recall:
+
+* ``exact`` -- few matches: scan the codes of just those rows (then re-rank).
+  Cost grows with the matches, not the collection, and recall is the flat scan's.
+* ``filtered`` -- a selective filter on an index: the graph walks only through
+  matching rows, reaching past non-matching neighbours by two hops (ACORN-1), from
+  the matching seed rows; an IVF index scans its lists checking the filter bitmap,
+  with nprobe scaled up by 1/sqrt(selectivity).
+* ``postfilter`` -- most rows match: search as usual with the beam (ef) or nprobe
+  widened by 1/selectivity, and drop rows that do not match.
+
+Whatever the plan, a query left with fewer than min(k, matches) hits is answered
+again by ``exact``, so a search never returns fewer than k hits when k rows match.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from vecpack.index.base import Index
+
+#: at most this many matching rows are always scanned exactly (a scan of 20k codes costs about one graph search)
+EXACT_ROWS = 20_000
+#: ... and so are matches below this fraction of the live rows (two-hop traversal degrades below a few %)
+EXACT_FRACTION = 0.02
+#: filters passing at least this fraction of rows are post-filtered
+POSTFILTER_FRACTION = 0.5
+#: a flat collection scans a gathered subset below this fraction, else the whole codes with the bitmap
+FLAT_SUBSET_FRACTION = 0.3
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How one filtered search runs (what ``Collection.explain`` returns, as a dict)."""
+
+    kind: str  # "all", "exact", "filtered", "postfilter", "scan", "none"
+    matches: int  # live rows passing the filter
+    live: int  # live rows
+    knob: int | None  # the ef / nprobe the index search uses, if any
+    reason: str
+
+    @property
+    def selectivity(self) -> float:
+        return self.matches / self.live if self.live else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"selectivity": self.selectivity}
+
+
+def choose(matches: int | None, live: int, width: int, index: Index | None, knob: int | None) -> Plan:
+    """The plan for a search of ``width`` candidates (max(k, rerank)) when ``matches`` of ``live`` rows pass
+    the filter (None = no filter).
+
+    ``knob`` is the user's ef / nprobe (None = the index default, which a filtered plan may widen).
+    """
+    if index is None or not index.rows:
+        index, knob = None, None
+    if matches is None:
+        return Plan("all", live, live, knob, "no filter")
+    if index is not None and knob is None:
+        knob = index.default_knob(width)
+    if matches == 0:
+        return Plan("none", 0, live, None, "no live row matches the filter")
+    s = matches / live
+    if index is None:
+        if s < FLAT_SUBSET_FRACTION:
+            return Plan("exact", matches, live, None, f"flat collection, {s:.1%} < {FLAT_SUBSET_FRACTION:.0%} match: "
+                        "scan only the matching rows' codes")
+        return Plan("scan", matches, live, None, "flat collection: scan every code, skipping rows that do not match")
+    if matches <= EXACT_ROWS or s < EXACT_FRACTION:
+        return Plan("exact", matches, live, None, f"{matches} matching rows (<= {EXACT_ROWS} or < "
+                    f"{EXACT_FRACTION:.0%}): an exact scan of their codes is cheapest")
+    if s < POSTFILTER_FRACTION:
+        if index.knob == "nprobe":
+            knob = math.ceil(knob / math.sqrt(s))
+        return Plan("filtered", matches, live, knob, f"{s:.1%} match: search the {index.kind} index through matching "
+                    "rows only")
+    return Plan("postfilter", matches, live, math.ceil(knob / s), f"{s:.1%} match: search the {index.kind} index "
+                f"with {index.knob} widened by 1/{s:.2f}, drop non-matching rows")

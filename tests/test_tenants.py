@@ -1,0 +1,146 @@
+"""Multi-tenancy: isolation under random interleavings (property test), tenant lifecycle, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import vecpack
+from vecpack import Conflict, InvalidInput, NotFound
+from vecpack.filters import matches, parse
+
+DIM = 8
+TENANTS = ["acme", "globex", "initech"]
+IDS = [f"id{i}" for i in range(6)]  # few ids: tenants reuse each other's ids all the time
+WHERES = [{"v": {"$lt": 2}}, {"v": 3}, {"$or": [{"v": 0}, {"tag": "x"}]}, {"tag": {"$ne": "x"}}]
+
+batches = st.lists(st.sampled_from(IDS), min_size=1, max_size=4, unique=True)
+op = st.one_of(
+    st.tuples(st.sampled_from(["add", "upsert", "delete"]), st.sampled_from(TENANTS), batches),
+    st.tuples(st.just("delete_where"), st.sampled_from(TENANTS), st.sampled_from(range(len(WHERES)))),
+    st.tuples(st.just("optimize"), st.none(), st.none()),
+)
+
+
+def vector(tenant: str, id: str, version: int) -> np.ndarray:
+    """A distinct vector per (tenant, id, version), so results show which record came back."""
+    seed = hash((tenant, id, version)) % (2**32)
+    return np.random.default_rng(seed).normal(size=DIM).astype(np.float32)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(op, min_size=1, max_size=25), st.sampled_from(["flat", "graph"]))
+def test_tenants_never_see_each_other(ops, index):
+    model: dict[str, dict[str, dict]] = {t: {} for t in TENANTS}
+    with vecpack.connect() as db:
+        col = db.create_collection("c", dim=DIM, codec="float32", index=index, seal_rows=4, multi_tenant=True)
+        for step, (kind, tenant, arg) in enumerate(ops):
+            if kind == "optimize":
+                col.optimize()
+                continue
+            if kind == "delete_where":
+                where = WHERES[arg]
+                expected = [i for i, m in model[tenant].items() if matches(parse(where), m)]
+                if tenant in {t["name"] for t in col.list_tenants()}:
+                    assert col.delete(where=where, tenant=tenant) == len(expected)
+                    for i in expected:
+                        del model[tenant][i]
+                continue
+            present = [i for i in arg if i in model[tenant]]
+            meta = [{"v": (step + j) % 4, "tag": "x" if (step + j) % 3 == 0 else "y"} for j in range(len(arg))]
+            if kind == "add" and present:
+                with pytest.raises(Conflict):
+                    col.add(arg, np.stack([vector(tenant, i, step) for i in arg]), meta, tenant=tenant)
+            elif kind in ("add", "upsert"):
+                getattr(col, kind)(arg, np.stack([vector(tenant, i, step) for i in arg]), meta, tenant=tenant)
+                for i, m in zip(arg, meta, strict=True):
+                    model[tenant][i] = m | {"_v": step}
+            elif len(present) < len(arg):  # delete with an id this tenant lacks (another may have it)
+                with pytest.raises((NotFound, InvalidInput)):
+                    col.delete(arg, tenant=tenant)
+            else:
+                col.delete(arg, tenant=tenant)
+                for i in arg:
+                    del model[tenant][i]
+        check(col, model)
+
+
+def check(col: vecpack.Collection, model: dict[str, dict[str, dict]]) -> None:
+    existing = {t["name"] for t in col.list_tenants()}
+    assert len(col) == sum(len(m) for m in model.values())
+    q = np.random.default_rng(0).normal(size=(2, DIM)).astype(np.float32)
+    for tenant, records in model.items():
+        if tenant not in existing:
+            assert not records
+            with pytest.raises(NotFound):
+                col.count(tenant=tenant)
+            continue
+        assert col.count(tenant=tenant) == len(records)
+        got = col.get(tenant=tenant)
+        assert {r.id for r in got} == set(records)
+        for r in got:  # each record is this tenant's latest version, vector and metadata
+            np.testing.assert_array_equal(r.vector, vector(tenant, r.id, records[r.id]["_v"]))
+            assert {k: v for k, v in records[r.id].items() if k != "_v"} == r.metadata
+        for hits in col.search(q, 20, tenant=tenant):
+            assert len(hits) == len(records) and {h.id for h in hits} == set(records)
+        for where in WHERES:
+            expected = {i for i, m in records.items() if matches(parse(where), m)}
+            assert col.count(where=where, tenant=tenant) == len(expected)
+            assert {r.id for r in col.get(where=where, tenant=tenant)} == expected
+            for hits in col.search(q, 20, where=where, tenant=tenant):
+                assert {h.id for h in hits} == expected
+        foreign = sorted({i for t, m in model.items() if t != tenant for i in m} - set(records))
+        if foreign:
+            with pytest.raises(NotFound):
+                col.get(ids=foreign[:1], tenant=tenant)
+
+
+def test_tenant_lifecycle_and_bad_input(tmp_path):
+    x = np.random.default_rng(1).normal(size=(4, DIM)).astype(np.float32)
+    with vecpack.connect(tmp_path / "db") as db:
+        col = db.create_collection("mt", dim=DIM, codec="float32", multi_tenant=True)
+        col.create_tenant("acme")
+        with pytest.raises(Conflict, match="already exists"):
+            col.create_tenant("acme")
+        col.add(["a", "b"], x[:2], tenant="acme")
+        col.add(["a"], x[2:3], tenant="globex")  # created on first write
+        assert [t["name"] for t in col.list_tenants()] == ["acme", "globex"]
+        with pytest.raises(Conflict, match=r"ids already exist: \['a'\]"):
+            col.add(["a"], x[:1], tenant="acme")
+        col.deactivate_tenant("acme")
+        assert col.list_tenants()[0] == {"name": "acme", "active": False}
+        for call in (lambda: col.search(x[0], 2, tenant="acme"), lambda: col.count(tenant="acme"),
+                     lambda: col.add(["z"], x[:1], tenant="acme")):
+            with pytest.raises(Conflict, match="inactive"):
+                call()
+        assert col.count(tenant="globex") == 1  # other tenants are unaffected
+        col.activate_tenant("acme")
+        assert col.count(tenant="acme") == 2
+        with pytest.raises(InvalidInput, match="every call needs tenant="):
+            col.search(x[0], 2)
+        with pytest.raises(InvalidInput, match="every call needs tenant="):
+            col.get(ids=["a"])
+        with pytest.raises(InvalidInput, match="multi-tenant: use get"):
+            _ = "a" in col
+        with pytest.raises(InvalidInput, match="invalid tenant name"):
+            col.add(["q"], x[:1], tenant="../etc")
+        with pytest.raises(NotFound, match="tenant 'nobody' does not exist"):
+            col.search(x[0], 2, tenant="nobody")
+        with pytest.raises(InvalidInput, match="reserved character"):
+            col.add(["a\x1fb"], x[:1], tenant="acme")
+        assert col.drop_tenant("acme") == 2
+        with pytest.raises(NotFound):
+            col.drop_tenant("acme")
+        assert len(col) == 1 and [t["name"] for t in col.list_tenants()] == ["globex"]
+        plain = db.create_collection("plain", dim=DIM, codec="float32")
+        with pytest.raises(InvalidInput, match="has no tenants"):
+            plain.add(["a"], x[:1], tenant="acme")
+        with pytest.raises(InvalidInput, match="has no tenants"):
+            plain.list_tenants()
+        with pytest.raises(InvalidInput, match="multi_tenant must be"):
+            db.create_collection("bad", dim=DIM, multi_tenant="yes")
+    with vecpack.connect(tmp_path / "db") as db:  # reopened: tenants and their records persist
+        col = db.get_collection("mt")
+        assert col.multi_tenant and [r.id for r in col.get(tenant="globex")] == ["a"]
