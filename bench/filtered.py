@@ -110,7 +110,9 @@ def run(dataset: str, n_queries: int, peer_queries: int, out_dir: Path) -> dict[
     xp, qp = prepare(x, "cosine"), prepare(q, "cosine")
     n, d = x.shape
     u, c = attributes(xp)
-    faiss = import_faiss()
+    faiss, why = import_faiss()
+    if faiss is None:
+        raise SystemExit(why)
     import hnswlib
 
     with tempfile.TemporaryDirectory() as tmp, limit_threads(2, faiss):
@@ -130,7 +132,6 @@ def run(dataset: str, n_queries: int, peer_queries: int, out_dir: Path) -> dict[
         print(f"hnswlib built in {time.perf_counter() - t0:.1f}s", flush=True)
 
         with limit_threads(1, faiss):
-            faiss.omp_set_num_threads(1)
             points = []
             for field, values in (("u", u), ("c", c)):
                 for s in SELECTIVITIES:
@@ -193,9 +194,10 @@ def _measure(col, hnsw, hl, faiss, where, allowed, xp, qp, peer_queries) -> dict
         methods.append({"method": f"post-filter x{f}", "recall": recall(found, truth), "qps": qps})
     bitmap = np.packbits(allowed, bitorder="little")
     selector = faiss.IDSelectorBitmap(allowed.size, faiss.swig_ptr(bitmap))
+    k_peer = min(K, rows.size)  # hnswlib raises when fewer than k rows pass its filter
     for ef in PEER_EFS:
         params = faiss.SearchParametersHNSW(sel=selector, efSearch=ef)
-        found, qps = timed_queries(lambda qi, p=params: hnsw.search(qi[None, :], K, params=p)[1][0],
+        found, qps = timed_queries(lambda qi, p=params: hnsw.search(qi[None, :], k_peer, params=p)[1][0],
                                    qp[:peer_queries])
         methods.append({"method": f"faiss HNSW+IDSelector ef{ef}", "recall": recall(found, truth[:peer_queries]),
                         "qps": qps})
@@ -204,7 +206,7 @@ def _measure(col, hnsw, hl, faiss, where, allowed, xp, qp, peer_queries) -> dict
 
         def hsearch(qi):
             try:
-                return hl.knn_query(qi[None, :], k=K, filter=lambda label: bool(allowed[label]))[0][0]
+                return hl.knn_query(qi[None, :], k=k_peer, filter=lambda label: bool(allowed[label]))[0][0]
             except RuntimeError:  # hnswlib raises when it finds fewer than k rows
                 return np.zeros(0, dtype=np.int64)
 

@@ -339,7 +339,7 @@ class Column:
             self._sorted = (self.n, order, self.kind[order], key[order])
         _, order, kinds, keys = self._sorted
         parts = []
-        for v in value if op == "$in" else (value,):
+        for v in _distinct(value) if op == "$in" else (value,):
             kind = kind_of(v)
             a, b = np.searchsorted(kinds, kind, "left"), np.searchsorted(kinds, kind, "right")
             if kind == STRING:
@@ -352,12 +352,23 @@ class Column:
             start = a + np.searchsorted(keys[a:b], key, lo) if lo else a
             end = a + np.searchsorted(keys[a:b], key, hi) if hi else b
             parts.append(order[start:end])
-        return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)  # parts are disjoint
 
     def contains(self, value: Any) -> np.ndarray:
         out = np.zeros(self.n, bool)
         out[self.el_row[self.equal(value, elements=True)]] = True
         return out
+
+
+def _distinct(values: tuple[Any, ...]) -> list[Any]:
+    """Values without repeats under typed equality (``1`` and ``1.0`` repeat, ``1`` and ``true`` do not)."""
+    seen, out = set(), []
+    for v in values:
+        key = (kind_of(v), float(v) if kind_of(v) in (BOOL, NUMBER) else v)
+        if key not in seen:
+            seen.add(key)
+            out.append(v)
+    return out
 
 
 #: searchsorted sides of the first and last passing key per operator (None = the segment's end)

@@ -14,9 +14,14 @@ from vecpack.codecs import Codec
 from vecpack.index.base import Index
 from vecpack.index.flat import scan_codes, scan_exact
 from vecpack.kernels.exact import COSINE, IP, L2, rescore
+from vecpack.kernels.ivf import ivf_scan
+from vecpack.kernels.probe import kind_token
 from vecpack.kernels.topk import merge_candidates, new_heaps, sort_heaps
 
 METRIC_CODES = {"ip": IP, "cosine": COSINE, "l2": L2}
+#: up to this many queries, a subset scan scores rows one by one with the codec's probe; more queries share
+#: a block decode + matrix product (the Scorer), which costs more per row but is paid once per block
+PROBE_QUERIES = 16
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
@@ -108,8 +113,13 @@ def search_subset(
     sealed = codes.shape[0]
     split = int(np.searchsorted(rows, sealed))
     width = max(k, rerank)
-    heaps = new_heaps(q.shape[0], width)
-    if split:
+    m = q.shape[0]
+    heaps = new_heaps(m, width)
+    if split and m <= PROBE_QUERIES and not codec.refine_pool(k):  # one list of the gathered codes
+        probe = codec.probe(q)
+        ivf_scan(kind_token(probe.kind), probe.qf, probe.qw, probe.view(codes[rows[:split]]), np.arange(split),
+                 np.array([0, split]), split, np.zeros((m, 1), np.int64), np.ones(split, np.uint8), *heaps)
+    elif split:
         scan_codes(codec.scorer(q), codes[rows[:split]], 0, np.ones(split, np.uint8), heaps)
     if split < rows.size:
         grown = rows[split:]
