@@ -46,7 +46,7 @@ class FieldColumns:
         return path in self._columns
 
     def indexed_rows(self, node: Filter) -> np.ndarray | None:
-        """Rows (ascending, deleted ones included) passing a single condition on an indexed field, by binary
+        """Rows (unordered, deleted ones included) passing a single condition on an indexed field, by binary
         search (``Column.sorted_rows``); None when the filter needs the mask path (``mask``)."""
         if not isinstance(node, Cond) or node.path not in self._columns:
             return None

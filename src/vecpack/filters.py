@@ -327,9 +327,10 @@ class Column:
             return (self.kind == NUMBER) & compare(self.num, float(value))
 
     def sorted_rows(self, op: str, value: Any) -> np.ndarray | None:
-        """Rows (ascending) passing ``op value`` for $eq/$in (any scalar) and ranges on numbers, found by binary
-        search in a copy of the column sorted by (kind, value): cost grows with the matches, not the rows.
-        None for the other operators (use the mask ones). The sorted copy is rebuilt after rows are added."""
+        """Rows (unique, in no particular order) passing ``op value`` for $eq/$in (any scalar) and ranges on
+        numbers, found by binary search in a copy of the column sorted by (kind, value): cost grows with the
+        matches, not the rows. None for the other operators (use the mask ones). The sorted copy is rebuilt
+        after rows are added."""
         if op not in ("$eq", "$in", "$gt", "$gte", "$lt", "$lte") or (op not in ("$eq", "$in") and
                                                                        isinstance(value, str)):
             return None
@@ -352,7 +353,7 @@ class Column:
             start = a + np.searchsorted(keys[a:b], key, lo) if lo else a
             end = a + np.searchsorted(keys[a:b], key, hi) if hi else b
             parts.append(order[start:end])
-        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)  # parts are disjoint
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)  # parts are disjoint
 
     def contains(self, value: Any) -> np.ndarray:
         out = np.zeros(self.n, bool)

@@ -21,12 +21,14 @@ from vecpack.search import search_rows, search_subset
 
 
 class Selection:
-    """Live rows in scope, as ``rows`` (int, ascending) or ``mask`` (bool, one per row); None = every live row."""
+    """Live rows in scope, as ``rows`` (unique ints, any order) or ``mask`` (bool, one per row); neither = every
+    live row. Sorting is left to ``rows()``: an index plan only needs the mask, scattered from the rows."""
 
     def __init__(self, n_rows: int, *, rows: np.ndarray | None = None, mask: np.ndarray | None = None) -> None:
         self.n_rows = n_rows
         self._rows = rows
         self._mask = mask
+        self._sorted = False
 
     @property
     def everything(self) -> bool:
@@ -39,6 +41,9 @@ class Selection:
         """Ascending int64 rows."""
         if self._rows is None:
             self._rows = np.flatnonzero(self._mask)
+        elif not self._sorted:
+            self._rows = np.sort(self._rows)
+        self._sorted = True
         return self._rows.astype(np.int64, copy=False)
 
     def mask(self) -> np.ndarray:

@@ -91,15 +91,18 @@ def beam_search(kind_tok, qf, qw, codes, graph, entries, allow, pool_s, pool_r, 
     expanded rows and their scores are recorded in exp_r / exp_s (construction prunes
     from them: they include the far rows on the path, which give long-range edges).
     A non-empty ``allow`` (uint8 by row) restricts the search to allowed rows: entries
-    must be allowed, and a neighbour that is not is replaced by its allowed neighbours
-    (two hops, as ACORN-1 does), so the walk crosses rows a filter rejects without scoring them.
+    must be allowed, and neighbours that are not are replaced by their allowed neighbours
+    (two hops, as ACORN-1 does) until ``degree`` new rows are found, so the walk crosses rows a
+    filter rejects without scoring them. A rejected row is marked visited only once its
+    neighbours are taken.
     Returns (pool size, number of expanded rows recorded).
     """
     cap = pool_s.shape[0]
     degree = graph.shape[1]
     filtered = allow.shape[0] > 0
     done = np.zeros(cap, dtype=np.bool_)
-    fresh = np.empty(degree * (degree + 1) if filtered else degree, dtype=np.int64)
+    fresh = np.empty(3 * degree if filtered else degree, dtype=np.int64)
+    hop = np.empty(degree, dtype=np.int64)
     visited = _new_visited(cap * degree + entries.shape[0])
     n_visited = 0
     size = 0
@@ -118,29 +121,39 @@ def beam_search(kind_tok, qf, qw, codes, graph, entries, allow, pool_s, pool_r, 
             n_exp += 1
         first_new = cur + 1
         n_new = 0
+        n_hop = 0
         for t in range(degree):  # collect unvisited neighbours and start loading their codes
             nb = np.int64(graph[node, t])
             if nb < 0:
                 break
-            if not _visit(visited, nb):
-                continue
-            n_visited += 1
-            if not filtered or allow[nb]:
+            if filtered and not allow[nb]:
+                hop[n_hop] = nb
+                n_hop += 1
+            elif _visit(visited, nb):
+                n_visited += 1
                 fresh[n_new] = nb
                 n_new += 1
                 prefetch_row(codes, nb)
-            else:
-                for u in range(degree):
-                    nb2 = np.int64(graph[nb, u])
-                    if nb2 < 0:
-                        break
-                    if allow[nb2] and _visit(visited, nb2):
-                        n_visited += 1
-                        fresh[n_new] = nb2
-                        n_new += 1
-                        prefetch_row(codes, nb2)
-            while 2 * n_visited > visited.shape[0]:  # keep the table at most half full: probes stay short
+        for h in range(n_hop):  # ACORN-1: past rejected neighbours to theirs, until degree rows are found
+            if n_new >= degree:
+                break
+            nb = hop[h]
+            if not _visit(visited, nb):
+                continue
+            n_visited += 1
+            for u in range(degree):
+                nb2 = np.int64(graph[nb, u])
+                if nb2 < 0:
+                    break
+                if allow[nb2] and _visit(visited, nb2):
+                    n_visited += 1
+                    fresh[n_new] = nb2
+                    n_new += 1
+                    prefetch_row(codes, nb2)
+            while 2 * n_visited > visited.shape[0]:
                 visited = _grown(visited)
+        while 2 * n_visited > visited.shape[0]:  # keep the table at most half full: probes stay short
+            visited = _grown(visited)
         for t in range(n_new):
             nb = fresh[t]
             s = score_row(kind_tok, qf, qw, codes[nb])
