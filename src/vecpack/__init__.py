@@ -30,7 +30,18 @@ from vecpack.errors import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    """``vecpack.Client`` is imported on first use: ``import vecpack`` never imports httpx (extra: server)."""
+    if name == "Client":
+        from vecpack.client import Client
+
+        return Client
+    raise AttributeError(f"module 'vecpack' has no attribute {name!r}")
+
+
 __all__ = [
+    "Client",
     "ClosedError",
     "Collection",
     "Conflict",

@@ -40,3 +40,15 @@ class CorruptData(VecpackError, OSError):
 
 class ClosedError(VecpackError, RuntimeError):
     """The database or collection was closed."""
+
+
+class PayloadTooLarge(InvalidInput):
+    """A request exceeds a server limit on its size (HTTP 413)."""
+
+
+class Unauthorized(VecpackError, PermissionError):
+    """No API key, or an unknown or revoked one (HTTP 401)."""
+
+
+class Forbidden(VecpackError, PermissionError):
+    """The API key's scope does not allow the request (HTTP 403)."""

@@ -10,7 +10,7 @@ exactly how many live rows match; it then picks the cheapest way that keeps reca
   the matching seed rows; an IVF index scans its lists checking the filter bitmap,
   with nprobe scaled up by 1/sqrt(selectivity).
 * ``postfilter`` -- most rows match: search as usual with the beam (ef) or nprobe
-  widened by 1/selectivity, and drop rows that do not match.
+  widened by 1/sqrt(selectivity), and drop rows that do not match.
 
 Whatever the plan, a query left with fewer than min(k, matches) hits is answered
 again by ``exact``, so a search never returns fewer than k hits when k rows match.
@@ -82,5 +82,5 @@ def choose(matches: int | None, live: int, width: int, index: Index | None, knob
             knob = math.ceil(knob / math.sqrt(s))
         return Plan("filtered", matches, live, knob, f"{s:.1%} match: search the {index.kind} index through matching "
                     "rows only")
-    return Plan("postfilter", matches, live, math.ceil(knob / s), f"{s:.1%} match: search the {index.kind} index "
-                f"with {index.knob} widened by 1/{s:.2f}, drop non-matching rows")
+    return Plan("postfilter", matches, live, math.ceil(knob / math.sqrt(s)), f"{s:.1%} match: search the "
+                f"{index.kind} index with {index.knob} widened by 1/sqrt({s:.2f}), drop non-matching rows")

@@ -1,0 +1,146 @@
+"""The CLI through a real loopback server: keys, import, export, search, info (CliRunner), and `serve` as a process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import httpx
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import vecpack
+from conftest import wait_healthy
+from vecpack.cli import app
+
+runner = CliRunner()
+
+
+def cli(*args: object, code: int = 0) -> str:
+    """Run ``vecpack ARGS``; check the exit code; return standard output."""
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == code, (result.output, result.exception)
+    return result.stdout
+
+
+def test_keys_create_list_revoke(tmp_path):
+    path = tmp_path / "db"
+    key = cli("keys", "create", "--path", path, "--role", "write", "-c", "docs", "--tenant", "acme").strip()
+    prefix = key.split("_")[1]
+    listed = cli("keys", "list", "--path", path)
+    assert prefix in listed and "write" in listed and "docs" in listed and "acme" in listed and key not in listed
+    admin = cli("keys", "create", "--path", path, "--role", "admin").strip()
+    cli("keys", "revoke", prefix, "--path", path)
+    listed = cli("keys", "list", "--path", path)
+    assert prefix not in listed and admin.split("_")[1] in listed
+    result = runner.invoke(app, ["keys", "revoke", prefix, "--path", str(path)])
+    assert isinstance(result.exception, vecpack.NotFound)  # main() turns it into exit code 2
+    result = runner.invoke(app, ["keys", "create", "--path", str(path), "--role", "root"])
+    assert isinstance(result.exception, vecpack.InvalidInput)
+
+
+def test_import_export_search_info_through_server(server, admin_key, client, tmp_path):
+    remote = ["--url", server, "--api-key", admin_key]
+    x = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+    np.save(tmp_path / "v.npy", x)
+    cli("import", tmp_path / "v.npy", "-c", "vecs", *remote, "--codec", "float32", "--batch-size", 16)
+    vecs = client.get_collection("vecs")
+    assert vecs.count() == 50 and vecs.stats()["codec"] == "float32"
+    assert np.array_equal(np.stack([r.vector for r in vecs.get(ids=list(range(50)))]), x)  # ids = row numbers
+    cli("import", tmp_path / "v.npy", "-c", "vecs", *remote, "--upsert")
+    assert vecs.count() == 50
+    rows = [{"id": f"d{i}", "vector": x[i].tolist(), "metadata": {"i": i, "even": i % 2 == 0}} for i in range(30)]
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    cli("import", tmp_path / "d.jsonl", "-c", "mt", *remote, "--tenant", "acme", "--batch-size", 7)
+    mt = client.get_collection("mt")
+    assert mt.multi_tenant and mt.count(tenant="acme") == 30 and mt.count(where={"even": True}, tenant="acme") == 15
+    # export: every record back, exactly
+    cli("export", "-c", "mt", *remote, "--tenant", "acme", "--out", tmp_path / "out.jsonl", "--batch-size", 8)
+    assert [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()] == rows
+    out = cli("export", "-c", "vecs", *remote)  # to standard output (progress goes to standard error)
+    assert [json.loads(line)["vector"] for line in out.splitlines()] == x.tolist()
+    # search: the same hits as the client's
+    q = x[3] + 0.01
+    out = cli("search", "-c", "mt", *remote, "--tenant", "acme", "--vector=" + ",".join(map(str, q.tolist())),
+              "-k", 3, "--where", '{"even": false}', "--json")
+    expected = mt.search(q, k=3, where={"even": False}, tenant="acme")
+    assert [json.loads(line) for line in out.splitlines()] == [
+        {"id": h.id, "score": h.score, "metadata": h.metadata} for h in expected]
+    table = cli("search", "-c", "vecs", *remote, "--vector", json.dumps(q.tolist()), "-k", 2)
+    assert "rank" in table and " 3 " in table  # row 3 is the nearest
+    info = cli("info", *remote)
+    assert "vecs" in info and "mt" in info and "float32" in info
+
+
+def test_cli_errors_are_clear(server, admin_key, tmp_path, monkeypatch):
+    remote = ["--url", server, "--api-key", admin_key]
+    (tmp_path / "bad.jsonl").write_text('{"id": 1, "vector": [1, 2]}\n{"id": 2}\n')
+    (tmp_path / "text.jsonl").write_text('{"id": 1, "text": "hello"}\n')
+    (tmp_path / "x.csv").write_text("1,2\n")
+    cases = [
+        (["import", tmp_path / "bad.jsonl", "-c", "c", *remote], 'line 2: expected an object with "id" and one of'),
+        (["import", tmp_path / "x.csv", "-c", "c", *remote], "unknown file type '.csv'"),
+        (["search", "-c", "c", *remote], "exactly one of --vector and --text"),
+        (["search", "-c", "c", *remote, "--vector", "[1,", ], "--vector is not valid JSON"),
+        (["export", "-c", "c", "--path", tmp_path / "db", *remote], "give either --path DIR"),
+    ]
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if the embed extra were not installed
+    cases.append((["import", tmp_path / "text.jsonl", "-c", "c", *remote], "pip install 'vecpack[embed]'"))
+    for args, message in cases:
+        result = runner.invoke(app, [str(a) for a in args])
+        assert result.exit_code == 2 and message in " ".join(result.stderr.split()), (args, result.output)
+    with vecpack.Client(server, api_key=admin_key) as c:
+        assert c.list_collections() == []  # nothing half-imported
+
+
+def test_import_parquet(server, admin_key, client, tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    x = np.random.default_rng(2).normal(size=(25, 4)).astype(np.float32)
+    table = pa.table({"id": [f"p{i}" for i in range(25)], "vector": x.tolist(),
+                      "metadata": [json.dumps({"i": i}) for i in range(25)]})  # metadata as a JSON string column
+    pq.write_table(table, tmp_path / "p.parquet", row_group_size=10)
+    cli("import", tmp_path / "p.parquet", "-c", "pq", "--url", server, "--api-key", admin_key, "--batch-size", 4)
+    got = client.get_collection("pq").get(ids=["p0", "p24"])
+    assert [(r.id, r.metadata) for r in got] == [("p0", {"i": 0}), ("p24", {"i": 24})]
+    assert np.array_equal(np.stack([r.vector for r in got]), x[[0, 24]])
+
+
+@pytest.mark.slow
+def test_import_and_search_text(server, admin_key, client, tmp_path):
+    pytest.importorskip("sentence_transformers")
+    remote = ["--url", server, "--api-key", admin_key]
+    texts = ["the cat sat on the mat", "stock markets fell sharply", "a kitten sleeps on a rug"]
+    (tmp_path / "t.jsonl").write_text("\n".join(json.dumps({"id": i, "text": t}) for i, t in enumerate(texts)))
+    cli("import", tmp_path / "t.jsonl", "-c", "txt", *remote, "--codec", "float32")
+    out = cli("search", "-c", "txt", *remote, "--text", "a small cat resting", "-k", 2, "--json")
+    assert {json.loads(line)["id"] for line in out.splitlines()} == {"0", "2"}
+
+
+def test_serve_as_a_process(tmp_path):
+    path = tmp_path / "db"
+    admin = cli("keys", "create", "--path", path, "--role", "admin").strip()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "vecpack.cli", "serve", "--path", str(path), "--port", str(port),
+                             "--log-level", "warning"], env=env, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, lambda: proc.poll() is None)
+        assert httpx.get(f"{url}/collections").status_code == 401
+        with vecpack.Client(url, api_key=admin) as c:
+            c.create_collection("docs", dim=2, codec="float32").add(ids=["a", "b"], vectors=[[1, 0], [0, 1]])
+            assert [h.id for h in c.get_collection("docs").search([1, 0.1], k=2)] == ["a", "b"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode in (0, -signal.SIGTERM), stderr  # uvicorn shuts down, then re-raises the signal
+    with vecpack.connect(path) as db:  # the writes are in the folder
+        assert db.get_collection("docs").count() == 2
