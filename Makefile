@@ -28,9 +28,9 @@ demo: $(VENV)/.cli.stamp
 	@if [ ! -d "$(DATA)/scifact" ]; then $(MAKE) $(VENV)/.cli+embed.stamp; fi
 	VECPACK_DATA="$(DATA)" $(BIN)/vecpack demo
 
-# every figure in README and docs/results comes from here (about 2 hours on 2 cores, 6 GB of scratch
+# every figure in README and docs/results comes from here (about 3 hours on 2 cores, 6 GB of scratch
 # disk); the ~50k SciFact-sentence set is embedded once into ~/.cache/vecpack (embed extra, ~11 min)
-bench: $(VENV)/.bench+embed.stamp
+bench: $(VENV)/.bench+embed+server.stamp
 	VECPACK_DATA="$(DATA)" $(BIN)/vecpack bench --dataset scifact --out docs/results
 	VECPACK_DATA="$(DATA)" $(BIN)/vecpack bench --dataset msmarco-dl19 --out docs/results
 	$(BIN)/python bench/storage_choice.py --out docs/results
@@ -51,6 +51,11 @@ bench: $(VENV)/.bench+embed.stamp
 	for ds in scifact synthetic:100000:384; do \
 	  VECPACK_DATA="$(DATA)" $(BIN)/python bench/pq_variants.py --dataset $$ds || exit 1; done
 	VECPACK_DATA="$(DATA)" $(BIN)/python bench/lvq_graph.py
+	for ds in scifact-sentences synthetic:1000000:384; do \
+	  VECPACK_DATA="$(DATA)" $(BIN)/python bench/filtered.py --dataset $$ds || exit 1; done
+	$(BIN)/python bench/tenants.py --dataset synthetic:1000000:384 --tenants 1000
+	$(BIN)/python bench/load.py --out docs/results
+	$(BIN)/python bench/load.py --crash --out docs/results
 
 clean:
 	rm -rf $(VENV) build *.egg-info
