@@ -51,8 +51,8 @@ bench: $(VENV)/.bench+embed+server.stamp
 	for ds in scifact synthetic:100000:384; do \
 	  VECPACK_DATA="$(DATA)" $(BIN)/python bench/pq_variants.py --dataset $$ds || exit 1; done
 	VECPACK_DATA="$(DATA)" $(BIN)/python bench/lvq_graph.py
-	for ds in scifact-sentences synthetic:1000000:384; do \
-	  VECPACK_DATA="$(DATA)" $(BIN)/python bench/filtered.py --dataset $$ds || exit 1; done
+	VECPACK_DATA="$(DATA)" $(BIN)/python bench/filtered.py --dataset scifact-sentences
+	$(BIN)/python bench/filtered.py --dataset synthetic:1000000:384 --queries 500 --peer-queries 50
 	$(BIN)/python bench/tenants.py --dataset synthetic:1000000:384 --tenants 1000
 	$(BIN)/python bench/load.py --out docs/results
 	$(BIN)/python bench/load.py --crash --out docs/results
