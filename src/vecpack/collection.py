@@ -101,6 +101,7 @@ class Collection:
         self._index_dir: str | None = None
         self._fields = FieldColumns()
         self._tenant_rows = tenants.TenantRows()
+        self._tenant_codes: dict[str, tuple[int, bool]] = {}  # name -> (code, active), cleared on every change
         try:
             meta = self._catalog.all_meta()
             self.name: str = meta["name"]
@@ -181,6 +182,7 @@ class Collection:
         self._live = live
         self._n_rows, self._sealed = n_rows, sealed
         self._n_live = self._catalog.count()
+        self._tenant_codes.clear()
         self._data_version = self._catalog.data_version()
 
     def _load_index(self, state: dict[str, Any] | None, sealed: int) -> None:
@@ -278,12 +280,7 @@ class Collection:
         with self._write():
             code = self._tenant(tenant)
             if ids is not None:
-                keys = self._keys(ids, code)
-                found = self._catalog.rows_of(keys)
-                missing = [i for i, key in zip(ids, keys, strict=True) if key not in found]
-                if missing:
-                    raise NotFound(_unknown_ids(missing))
-                rows = np.fromiter(found.values(), np.int64, len(found))
+                rows = np.array([row for _, row, _ in self._records(ids, code)], dtype=np.int64)
                 if node is not None:
                     rows = rows[self._filter_mask(node)[rows]]
             else:
@@ -481,6 +478,7 @@ class Collection:
         self._sealed = self._catalog.get_meta("sealed_rows")
         if codec is not None:
             self._codec = codec
+        self._tenant_codes.clear()
         self._data_version = self._catalog.data_version()
 
     # -- sealing --------------------------------------------------------------------
@@ -708,7 +706,11 @@ class Collection:
         if tenant is None:
             raise InvalidInput(f"collection {self.name!r} is multi-tenant: every call needs tenant=")
         name = validate.tenant_name(tenant)
-        found = self._catalog.tenant(name)
+        found = self._tenant_codes.get(name) if not create else None
+        if found is None:
+            found = self._catalog.tenant(name)
+            if found is not None and not create:  # committed before this call: safe to remember
+                self._tenant_codes[name] = found
         if found is None:
             if not create:
                 raise NotFound(f"tenant {name!r} does not exist in collection {self.name!r}")
@@ -721,6 +723,15 @@ class Collection:
     def _keys(ids: list[str], code: int | None) -> list[str]:
         """Catalog keys of a call's ids (tenant-prefixed in a multi-tenant collection)."""
         return ids if code is None else [tenants.key(code, i) for i in ids]
+
+    def _records(self, ids: list[str], code: int | None) -> list[tuple[str, int, str | None]]:
+        """(id, row, metadata JSON) of each id of tenant ``code``, in order; NotFound naming any unknown id."""
+        keys = self._keys(ids, code)
+        found = self._catalog.records_by_id(keys)
+        missing = [i for i, key in zip(ids, keys, strict=True) if key not in found]
+        if missing:
+            raise NotFound(_unknown_ids(missing))
+        return [(i, *found[key]) for i, key in zip(ids, keys, strict=True)]
 
     def _select(self, code: int | None, node: filters.Filter | None) -> Selection:
         """Live rows of tenant ``code`` (None = all) passing ``node`` (None = no filter). Lock held, state fresh."""
@@ -894,14 +905,8 @@ class Collection:
             code = self._tenant(tenant)
             vectors = self._vectors.view(self._n_rows, np.float32)
             if ids is not None:
-                keys = self._keys(ids, code)
-                found = self._catalog.records_by_id(keys)
-                missing = [i for i, key in zip(ids, keys, strict=True) if key not in found]
-                if missing:
-                    raise NotFound(_unknown_ids(missing))
                 keep = self._filter_mask(node) if node is not None else None
-                picked = [(i, *found[key]) for i, key in zip(ids, keys, strict=True)
-                          if keep is None or keep[found[key][0]]]
+                picked = [r for r in self._records(ids, code) if keep is None or keep[r[1]]]
             else:
                 selection = self._select(code, node)
                 rows = (np.flatnonzero(self._live[: self._n_rows]) if selection.everything else selection.rows())
