@@ -267,7 +267,8 @@ class Column:
 
     @property
     def nbytes(self) -> int:
-        arrays = (self.kind, self.num, self.code, self.el_row, self.el_kind, self.el_num, self.el_code)
+        arrays = (self.kind, self.num, self.code, self.el_row, self.el_kind, self.el_num, self.el_code,
+                  *(self._sorted[1:] if self._sorted else ()))
         return sum(a.nbytes for a in arrays) + sum(len(s) + 60 for s in self.vocab)
 
     def extend(self, n: int, values: list[tuple[int, Any]]) -> None:

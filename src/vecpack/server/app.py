@@ -315,7 +315,7 @@ class Caller:
             raise InvalidInput(f"k={k} exceeds the server's limit of {self.state.limits.max_k}")
 
 
-def _caller(
+async def _caller(  # async: a key lookup is one indexed SQLite read, cheaper than a hop to the thread pool
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
     header: Annotated[str | None, Security(_header)],
