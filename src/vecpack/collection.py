@@ -102,6 +102,7 @@ class Collection:
         self._fields = FieldColumns()
         self._tenant_rows = tenants.TenantRows()
         self._tenant_codes: dict[str, tuple[int, bool]] = {}  # name -> (code, active), cleared on every change
+        self._indexed_fields: list[tuple[str, ...]] | None = None  # paths of the field indexes; None = reread
         try:
             meta = self._catalog.all_meta()
             self.name: str = meta["name"]
@@ -183,6 +184,7 @@ class Collection:
         self._n_rows, self._sealed = n_rows, sealed
         self._n_live = self._catalog.count()
         self._tenant_codes.clear()
+        self._indexed_fields = None
         self._data_version = self._catalog.data_version()
 
     def _load_index(self, state: dict[str, Any] | None, sealed: int) -> None:
@@ -479,6 +481,7 @@ class Collection:
         if codec is not None:
             self._codec = codec
         self._tenant_codes.clear()
+        self._indexed_fields = None
         self._data_version = self._catalog.data_version()
 
     # -- sealing --------------------------------------------------------------------
@@ -701,7 +704,7 @@ class Collection:
         (inside a write transaction) registers a new tenant instead of raising NotFound."""
         if not self.multi_tenant:
             if tenant is not None:
-                raise InvalidInput(f"collection {self.name!r} has no tenants (create it with multi_tenant=True)")
+                self._require_tenants()
             return None
         if tenant is None:
             raise InvalidInput(f"collection {self.name!r} is multi-tenant: every call needs tenant=")
@@ -713,7 +716,7 @@ class Collection:
                 self._tenant_codes[name] = found
         if found is None:
             if not create:
-                raise NotFound(f"tenant {name!r} does not exist in collection {self.name!r}")
+                raise self._no_tenant(name)
             return self._catalog.add_tenant(name)
         if not found[1]:
             raise Conflict(f"tenant {name!r} is inactive: call activate_tenant({name!r}) first")
@@ -756,8 +759,7 @@ class Collection:
 
     def create_tenant(self, name: str) -> None:
         """Register a tenant (``add`` / ``upsert`` also create theirs); Conflict if it exists."""
-        self._require_tenants()
-        name = validate.tenant_name(name)
+        name = self._tenant_name(name)
         with self._write():
             if self._catalog.tenant(name) is not None:
                 raise Conflict(f"tenant {name!r} already exists in collection {self.name!r}")
@@ -765,16 +767,13 @@ class Collection:
 
     def drop_tenant(self, name: str) -> int:
         """Delete a tenant and all its records in one transaction; returns how many records went."""
-        self._require_tenants()
-        name = validate.tenant_name(name)
+        name = self._tenant_name(name)
         with self._write():
-            found = self._catalog.tenant(name)
-            if found is None:
-                raise NotFound(f"tenant {name!r} does not exist in collection {self.name!r}")
-            rows = self._catalog.rows_with_prefix(tenants.key(found[0], ""))
+            code = self._existing_tenant(name)
+            rows = self._catalog.rows_with_prefix(tenants.key(code, ""))
             self._delete_rows(rows)
-            self._catalog.remove_tenant(found[0])
-            self._tenant_rows.drop(found[0])
+            self._catalog.remove_tenant(code)
+            self._tenant_rows.drop(code)
         return len(rows)
 
     def list_tenants(self) -> list[dict[str, Any]]:
@@ -793,15 +792,27 @@ class Collection:
         self._set_tenant_active(name, True)
 
     def _set_tenant_active(self, name: str, active: bool) -> None:
-        self._require_tenants()
-        name = validate.tenant_name(name)
+        name = self._tenant_name(name)
         with self._write():
-            found = self._catalog.tenant(name)
-            if found is None:
-                raise NotFound(f"tenant {name!r} does not exist in collection {self.name!r}")
-            self._catalog.set_tenant_active(found[0], active)
+            code = self._existing_tenant(name)
+            self._catalog.set_tenant_active(code, active)
             if not active:
-                self._tenant_rows.drop(found[0])
+                self._tenant_rows.drop(code)
+
+    def _tenant_name(self, name: str) -> str:
+        """A tenant management call's checked tenant name (InvalidInput without tenants or for a bad name)."""
+        self._require_tenants()
+        return validate.tenant_name(name)
+
+    def _existing_tenant(self, name: str) -> int:
+        """The code of tenant ``name``, active or not; NotFound if there is none. Inside a write transaction."""
+        found = self._catalog.tenant(name)
+        if found is None:
+            raise self._no_tenant(name)
+        return found[0]
+
+    def _no_tenant(self, name: str) -> NotFound:
+        return NotFound(f"tenant {name!r} does not exist in collection {self.name!r}")
 
     def _require_no_tenants(self) -> None:
         if self.multi_tenant:
@@ -819,8 +830,9 @@ class Collection:
 
     def _sync_fields(self) -> None:
         """Bring the indexed fields' columns up to date with the rows. Lock held, state refreshed."""
-        indexed = [filters.field_path(f) for f in self._catalog.get_meta("field_indexes", [])]
-        self._fields.sync(self._catalog, indexed, self._n_rows, self._files)
+        if self._indexed_fields is None:  # changed since last read (this handle's or another's commit)
+            self._indexed_fields = [filters.field_path(f) for f in self._catalog.get_meta("field_indexes", [])]
+        self._fields.sync(self._catalog, self._indexed_fields, self._n_rows, self._files)
 
     def create_field_index(self, field: str) -> None:
         """Index a metadata field (dotted path for nested fields) so filters on it cost milliseconds.
@@ -830,14 +842,14 @@ class Collection:
         fields without one too, reading the field from every record per call.
         Creating an index that exists does nothing.
         """
-        path = filters.field_path(field)
+        filters.field_path(field)
         with self._write():
             names = self._catalog.get_meta("field_indexes", [])
             if field not in names:
                 self._catalog.set_meta(field_indexes=[*names, field])
         with self._lock:
             self._refresh()
-            self._fields.sync(self._catalog, [*map(filters.field_path, names), path], self._n_rows, self._files)
+            self._sync_fields()
 
     def drop_field_index(self, field: str) -> None:
         """Remove a field index; NotFound if there is none on ``field``."""
