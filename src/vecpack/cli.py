@@ -290,7 +290,7 @@ def _read_batches(file: Path, size: int) -> tuple[int, Iterator[Batch]]:
         try:
             import pyarrow.parquet as pq
         except ImportError:
-            _fail(f"{file}: reading .parquet needs pyarrow (pip install pyarrow)")
+            _fail(f"{file}: reading .parquet needs pyarrow (pip install 'vecpack[parquet]')")
         parquet = pq.ParquetFile(file)
         rows = (row for batch in parquet.iter_batches(batch_size=size) for row in batch.to_pylist())
         return parquet.metadata.num_rows, _row_batches(enumerate(rows, 1), size, f"{file}: row")

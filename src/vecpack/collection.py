@@ -59,6 +59,8 @@ PREAD_RERANK_BYTES = 64 << 20
 COMPACT_FRACTION = 0.1
 #: an index is built once this many rows are sealed (below it, a flat scan is as fast)
 MIN_INDEX_ROWS = 1024
+#: searches restarted because a compaction renumbered the rows under them, before giving up
+SNAPSHOT_TRIES = 3
 #: the codec spec of a collection that chooses its codec by measurement (``vecpack.tuning``)
 AUTO = "auto"
 SAMPLE_QUERIES = "sample_queries.npy"
@@ -91,9 +93,20 @@ class Collection:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        # Two locks, so that searches never wait for a write's fsyncs: ``_write_lock`` admits one writer
+        # at a time for a whole write transaction; ``_lock`` guards the in-memory state and the read
+        # connection and is held only briefly (a reader's snapshot, the writer applying its commit).
+        # Lock order: _optimize_lock, then _write_lock, then _lock.
         self._lock = threading.RLock()
-        self._catalog = Catalog(self.path / "catalog.sqlite")
+        self._write_lock = threading.RLock()
         self._optimize_lock = threading.Lock()
+        self._catalog = Catalog(self.path / "catalog.sqlite")  # the writer's connection
+        try:
+            self._reader = Catalog(self.path / "catalog.sqlite")  # committed state, for readers
+        except BaseException:
+            self._catalog.close()
+            raise
+        self._writer: int | None = None  # thread id of the writer inside its transaction
         self._closed = False
         self._pending: dict[str, Any] = {}
         self._files: tuple[str, str] | None = None
@@ -104,7 +117,7 @@ class Collection:
         self._tenant_codes: dict[str, tuple[int, bool]] = {}  # name -> (code, active), cleared on every change
         self._indexed_fields: list[tuple[str, ...]] | None = None  # paths of the field indexes; None = reread
         try:
-            meta = self._catalog.all_meta()
+            meta = self._db.all_meta()
             self.name: str = meta["name"]
             self.dim: int = meta["dim"]
             self.metric: str = meta["metric"]
@@ -118,7 +131,15 @@ class Collection:
         except BaseException:
             self._close_files()
             self._catalog.close()
+            self._reader.close()
             raise
+
+    @property
+    def _db(self) -> Catalog:
+        """The catalog as this thread must see it: inside its write transaction, the writer's connection
+        (its own uncommitted changes included); otherwise the read connection, which sees committed
+        state only and is used with ``_lock`` held."""
+        return self._catalog if self._writer == threading.get_ident() else self._reader
 
     @property
     def _codec_metric(self) -> str:
@@ -155,7 +176,7 @@ class Collection:
 
     def _load_state(self) -> None:
         """(Re)read counters, tombstones, the codec and the index from disk, verifying sizes and tail checksums."""
-        meta = self._catalog.all_meta()
+        meta = self._db.all_meta()
         n_rows, sealed = meta["n_rows"], meta["sealed_rows"]
         if meta["codec_crc"] is not None:
             codec_path = self.path / meta.get("codec_file", "codec.npz")
@@ -179,13 +200,13 @@ class Collection:
         self._load_index(meta.get("index_state"), sealed)
         live = np.ones(max(n_rows, 1024), dtype=np.uint8)
         live[n_rows:] = 0
-        live[self._catalog.tombstones()] = 0
+        live[self._db.tombstones()] = 0
         self._live = live
         self._n_rows, self._sealed = n_rows, sealed
-        self._n_live = self._catalog.count()
+        self._n_live = self._db.count()
         self._tenant_codes.clear()
         self._indexed_fields = None
-        self._data_version = self._catalog.data_version()
+        self._data_version = self._db.data_version()
 
     def _load_index(self, state: dict[str, Any] | None, sealed: int) -> None:
         """Map the index folder named in the catalog (arrays are memory-mapped: nothing is read or rebuilt)."""
@@ -207,7 +228,7 @@ class Collection:
         self._index, self._index_dir = index, state["dir"]
 
     def _verify_tail(self, table: str, rows: RowFile) -> None:
-        last = self._catalog.last_range(table)
+        last = self._db.last_range(table)
         if last is not None and rows.crc(last[0], last[1]) != last[2]:
             raise CorruptData(f"{rows.path}: checksum mismatch in rows {last[0]}..{last[0] + last[1] - 1}")
 
@@ -215,7 +236,7 @@ class Collection:
         """Reload state if another process committed since we last looked."""
         if self._closed:
             raise ClosedError(f"collection {self.name!r} is closed")
-        if self._catalog.data_version() != self._data_version:
+        if self._db.data_version() != self._data_version:
             self._load_state()
 
     # -- writes -----------------------------------------------------------------------
@@ -242,7 +263,7 @@ class Collection:
         ids, x, meta = self._check_batch(ids, vectors, metadata)
         with self._write():
             keys = self._keys(ids, self._tenant(tenant, create=True))
-            existing = self._catalog.rows_of(keys)
+            existing = self._db.rows_of(keys)
             if existing:
                 taken = sorted(tenants.public_id(key) for key in existing)
                 raise Conflict(f"ids already exist: {taken[:5]} (use upsert to replace)")
@@ -254,7 +275,7 @@ class Collection:
         ids, x, meta = self._check_batch(ids, vectors, metadata)
         with self._write():
             keys = self._keys(ids, self._tenant(tenant, create=True))
-            existing = self._catalog.rows_of(keys)
+            existing = self._db.rows_of(keys)
             if existing:
                 self._delete_rows(list(existing.values()))
             self._append(keys, x, meta)
@@ -279,7 +300,7 @@ class Collection:
             raise InvalidInput("delete needs ids, where, or both")
         ids = validate.ids(ids) if ids is not None else None
         node = filters.parse(where) if where is not None else None
-        with self._write():
+        with self._write(), self._lock:  # _lock: the selection extends the shared field columns
             code = self._tenant(tenant)
             if ids is not None:
                 rows = np.array([row for _, row, _ in self._records(ids, code)], dtype=np.int64)
@@ -304,12 +325,14 @@ class Collection:
         catalog commit. A crash at any point leaves the previous state serving.
         """
         with self._optimize_lock, self._exclusive("optimize.lock"):
-            with self._lock:
-                self._refresh()
-                self._remove_stale_files()
+            with self._write_lock:
+                with self._lock:
+                    self._refresh()
+                    self._remove_stale_files()
                 self._seal()
-                deleted = self._n_rows - self._n_live
-                if compact or (compact is None and deleted and deleted >= COMPACT_FRACTION * self._n_rows):
+                with self._lock:
+                    deleted, n_rows = self._n_rows - self._n_live, self._n_rows
+                if compact or (compact is None and deleted and deleted >= COMPACT_FRACTION * n_rows):
                     self._compact()
             self._update_index()
 
@@ -325,7 +348,7 @@ class Collection:
 
     def _remove_stale_files(self) -> None:
         """Delete files and index folders the catalog no longer names (left by a crash or a compaction)."""
-        meta = self._catalog.all_meta()
+        meta = self._db.all_meta()
         state = meta.get("index_state")
         current = {meta.get("vectors_file", "vectors.f32"), meta.get("codes_file", "codes.bin"),
                    meta.get("codec_file", "codec.npz"), state["dir"] if state else None}
@@ -361,11 +384,11 @@ class Collection:
         """Write the index to a new folder and point the catalog at it (unless another writer moved on)."""
         new_state = self._save_index(index)
         with self._write():
-            state = self._catalog.get_meta("index_state")
+            state = self._db.get_meta("index_state")
             if (state["dir"] if state else None) != expect_dir:
                 shutil.rmtree(self.path / new_state["dir"])
                 return
-            self._catalog.set_meta(index_state=new_state)
+            self._db.set_meta(index_state=new_state)
         if expect_dir is not None:
             shutil.rmtree(self.path / expect_dir, ignore_errors=True)
 
@@ -376,10 +399,10 @@ class Collection:
         be trained for yet stay growing) and the index's rows stay a prefix of those.
         """
         with self._write():
-            n_rows, sealed = self._catalog.get_meta("n_rows"), self._catalog.get_meta("sealed_rows")
+            n_rows, sealed = self._db.get_meta("n_rows"), self._db.get_meta("sealed_rows")
             keep = np.flatnonzero(self._live[:n_rows])
             keep_sealed = keep[keep < sealed]
-            gen = self._catalog.get_meta("generation", 0) + 1
+            gen = self._db.get_meta("generation", 0) + 1
             files = (f"vectors-{gen}.f32", f"codes-{gen}.bin")
             for name in files:
                 (self.path / name).unlink(missing_ok=True)
@@ -388,13 +411,13 @@ class Collection:
             try:
                 old_vectors = self._vectors.view(n_rows, np.float32)
                 old_codes = self._codes.view(sealed)
-                self._catalog.clear_ranges("batches", "segments")
+                self._db.clear_ranges("batches", "segments")
                 for a in range(0, keep.size, ENCODE_CHUNK):
                     part = keep[a : a + ENCODE_CHUNK]
-                    self._catalog.add_range("batches", a, part.size, vectors.write(a, old_vectors[part]))
+                    self._db.add_range("batches", a, part.size, vectors.write(a, old_vectors[part]))
                 for a in range(0, keep_sealed.size, ENCODE_CHUNK):
                     part = keep_sealed[a : a + ENCODE_CHUNK]
-                    self._catalog.add_range("segments", a, part.size, codes.write(a, old_codes[part]))
+                    self._db.add_range("segments", a, part.size, codes.write(a, old_codes[part]))
             finally:
                 vectors.close()
                 codes.close()
@@ -404,11 +427,12 @@ class Collection:
                 index = self._index.compact(prepare(old_vectors[: self._index.rows], self.metric), old_codes, live,
                                             keep)
                 index_state = self._save_index(index)
-            self._catalog.renumber(keep)
-            self._catalog.set_meta(n_rows=int(keep.size), sealed_rows=int(keep_sealed.size), generation=gen,
-                                   vectors_file=files[0], codes_file=files[1], index_state=index_state)
+            self._db.renumber(keep)
+            self._db.set_meta(n_rows=int(keep.size), sealed_rows=int(keep_sealed.size), generation=gen,
+                              vectors_file=files[0], codes_file=files[1], index_state=index_state)
             self._pending["reload"] = True
-        self._remove_stale_files()
+        with self._lock:
+            self._remove_stale_files()
         self._catalog.checkpoint()
 
     def _check_batch(self, ids: Any, vectors: Any, metadata: Any) -> tuple[list[str], np.ndarray, list[str | None]]:
@@ -417,58 +441,71 @@ class Collection:
         return ids, x, validate.metadata(metadata, len(ids))
 
     class _WriteTxn:
-        """Collection lock + catalog transaction; in-memory state changes only after COMMIT."""
+        """Write lock + catalog transaction; in-memory state changes only after COMMIT.
+
+        Readers are not blocked while the transaction runs (vector writes and their fsync, encoding):
+        they read the committed state through their own connection. COMMIT and applying it to the
+        in-memory state happen together under ``_lock``, so a reader never sees one without the other.
+        """
 
         def __init__(self, col: Collection) -> None:
             self.col = col
 
         def __enter__(self) -> None:
             col = self.col
-            col._lock.acquire()
+            col._write_lock.acquire()
             try:
-                col._refresh()
+                with col._lock:
+                    col._refresh()
                 self.txn = col._catalog.transaction()
                 self.txn.__enter__()
-                col._refresh()  # another process may have committed before we took the write lock
-                col._pending = {"deleted": [], "added": 0, "codec": None, "reload": False}
+                with col._lock:
+                    col._refresh()  # another process may have committed before we took the write lock
+                col._writer = threading.get_ident()
+                col._pending = {"deleted": [], "added": 0, "codec": None, "reload": False, "forget": []}
             except BaseException:
-                col._lock.release()
+                col._write_lock.release()
                 raise
 
         def __exit__(self, *exc: Any) -> None:
             col = self.col
             try:
-                self.txn.__exit__(*exc)
-                if exc[0] is None:
-                    col._apply(**col._pending)
+                with col._lock:
+                    try:
+                        self.txn.__exit__(*exc)
+                    finally:
+                        col._writer = None
+                    if exc[0] is None:
+                        col._apply(**col._pending)
             finally:
                 col._pending = {}
-                col._lock.release()
+                col._write_lock.release()
 
     def _write(self) -> Collection._WriteTxn:
         return Collection._WriteTxn(self)
 
     def _append(self, ids: list[str], x: np.ndarray, meta: list[str | None]) -> None:
         """Inside a write transaction: write vectors past the committed end, then record them."""
-        row0 = self._catalog.get_meta("n_rows")
+        row0 = self._db.get_meta("n_rows")
         crc = self._vectors.write(row0, x)
-        self._catalog.insert_records(row0, ids, meta)
-        self._catalog.add_range("batches", row0, len(ids), crc)
-        self._catalog.set_meta(n_rows=row0 + len(ids))
+        self._db.insert_records(row0, ids, meta)
+        self._db.add_range("batches", row0, len(ids), crc)
+        self._db.set_meta(n_rows=row0 + len(ids))
         self._pending["added"] += len(ids)
 
     def _delete_rows(self, rows: list[int]) -> None:
         """Inside a write transaction: tombstone live rows."""
-        self._catalog.delete_rows(rows)
+        self._db.delete_rows(rows)
         self._pending["deleted"].extend(rows)
 
-    def _apply(self, deleted: list[int], added: int, codec: Codec | None, reload: bool) -> None:
-        """After a commit: bring counters, the live mask, the codec and the index in line with the catalog."""
+    def _apply(self, deleted: list[int], added: int, codec: Codec | None, reload: bool, forget: list[int]) -> None:
+        """After a commit, ``_lock`` held: bring counters, the live mask, the codec and the index in line
+        with the catalog (``forget``: tenants whose row lists the caller drops)."""
         if reload:  # compaction renumbered every row
             self._load_state()
             return
-        self._load_index(self._catalog.get_meta("index_state"), self._catalog.get_meta("sealed_rows"))
-        n_rows = self._catalog.get_meta("n_rows")
+        self._load_index(self._db.get_meta("index_state"), self._db.get_meta("sealed_rows"))
+        n_rows = self._db.get_meta("n_rows")
         if n_rows > self._live.shape[0]:
             grown = np.zeros(max(n_rows, 2 * self._live.shape[0]), dtype=np.uint8)
             grown[: self._live.shape[0]] = self._live
@@ -477,29 +514,30 @@ class Collection:
         self._live[deleted] = 0
         self._n_rows = n_rows
         self._n_live += added - len(deleted)
-        self._sealed = self._catalog.get_meta("sealed_rows")
+        self._sealed = self._db.get_meta("sealed_rows")
         if codec is not None:
             self._codec = codec
+        for code in forget:
+            self._tenant_rows.drop(code)
         self._tenant_codes.clear()
         self._indexed_fields = None
-        self._data_version = self._catalog.data_version()
+        self._data_version = self._db.data_version()
 
     # -- sealing --------------------------------------------------------------------
     def _maybe_seal(self) -> None:
         if self._n_rows - self._sealed >= self.seal_rows:
-            with self._lock:
-                self._seal()
+            self._seal()
 
     def _seal(self) -> None:
         """Encode rows sealed_rows..n_rows-1 into codes; train the codec first if needed."""
         with self._write():
-            n_rows, sealed = self._catalog.get_meta("n_rows"), self._catalog.get_meta("sealed_rows")
+            n_rows, sealed = self._db.get_meta("n_rows"), self._db.get_meta("sealed_rows")
             if n_rows == sealed:
                 return
             vectors = self._vectors.view(n_rows, np.float32)
             if not self._codec.trained:
                 live_rows = np.flatnonzero(self._live[:n_rows])
-                if self._catalog.get_meta("codec") == AUTO:
+                if self._db.get_meta("codec") == AUTO:
                     if live_rows.size >= MIN_TUNE_ROWS:
                         self._recode(*self._choose_codec(live_rows, n_rows), upto=n_rows)
                     return  # else too few rows to tune: stay exact for now
@@ -509,15 +547,15 @@ class Collection:
                 codec.fit(*self._training_sample(live_rows, n_rows))
                 blob = save_codec(codec)
                 write_atomic(self.path / "codec.npz", blob)
-                self._catalog.set_meta(codec_crc=zlib.crc32(blob))
+                self._db.set_meta(codec_crc=zlib.crc32(blob))
                 self._pending["codec"] = codec
             else:
                 codec = self._codec
             for a in range(sealed, n_rows, ENCODE_CHUNK):
                 b = min(a + ENCODE_CHUNK, n_rows)
                 crc = self._codes.write(a, codec.encode(prepare(vectors[a:b], self.metric)))
-                self._catalog.add_range("segments", a, b - a, crc)
-            self._catalog.set_meta(sealed_rows=n_rows)
+                self._db.add_range("segments", a, b - a, crc)
+            self._db.set_meta(sealed_rows=n_rows)
 
     def _training_sample(self, live_rows: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Up to TRAIN_ROWS live rows (prepared) and the sample queries, if any, to fit a codec on."""
@@ -532,7 +570,7 @@ class Collection:
         self, live_rows: np.ndarray, n_rows: int, settings: dict[str, Any] | None = None
     ) -> tuple[Codec, dict[str, Any]]:
         """Run the tuner on a sample of the live rows; the chosen codec (fitted) and the report."""
-        settings = settings or self._catalog.get_meta("tuning")
+        settings = settings or self._db.get_meta("tuning")
         budget = bytes_per_vector(settings, int(live_rows.size), self._index_row_bytes())
         x, queries = self._training_sample(live_rows, n_rows)
         spec, report = tune(x, self.metric, budget, settings["target_recall"], queries=queries)
@@ -548,22 +586,22 @@ class Collection:
     def _recode(self, codec: Codec, report: dict[str, Any], upto: int) -> None:
         """Inside a write transaction: encode rows 0..upto-1 with ``codec`` into new codes and codec files of the
         next generation and switch to them; the index is dropped (the next ``optimize()`` rebuilds it)."""
-        gen = self._catalog.get_meta("generation", 0) + 1
+        gen = self._db.get_meta("generation", 0) + 1
         codes_file, codec_file = f"codes-{gen}.bin", f"codec-{gen}.npz"
         (self.path / codes_file).unlink(missing_ok=True)
         codes = RowFile(self.path / codes_file, CODES_MAGIC, codec.code_size, create=True)
         try:
             vectors = self._vectors.view(upto, np.float32)
-            self._catalog.clear_ranges("segments")
+            self._db.clear_ranges("segments")
             for a in range(0, upto, ENCODE_CHUNK):
                 b = min(a + ENCODE_CHUNK, upto)
-                self._catalog.add_range("segments", a, b - a,
+                self._db.add_range("segments", a, b - a,
                                         codes.write(a, codec.encode(prepare(vectors[a:b], self.metric))))
         finally:
             codes.close()
         blob = save_codec(codec)
         write_atomic(self.path / codec_file, blob)
-        self._catalog.set_meta(codec=codec.spec, codec_crc=zlib.crc32(blob), codec_file=codec_file,
+        self._db.set_meta(codec=codec.spec, codec_crc=zlib.crc32(blob), codec_file=codec_file,
                                codes_file=codes_file, generation=gen, sealed_rows=upto, index_state=None,
                                tuning_report=report)
         self._pending["reload"] = True
@@ -573,7 +611,7 @@ class Collection:
         why; None before the first choice (an auto collection chooses when it first seals)."""
         with self._lock:
             self._refresh()
-            return self._catalog.get_meta("tuning_report")
+            return self._db.get_meta("tuning_report")
 
     def retune(
         self, *, memory_budget: int | str | None = None, bytes_per_vector: int | str | None = None,
@@ -590,7 +628,7 @@ class Collection:
         with self._optimize_lock, self._exclusive("optimize.lock"):
             with self._lock:
                 self._refresh()
-                stored = self._catalog.get_meta("tuning") or {}
+                stored = self._db.get_meta("tuning") or {}
                 if memory_budget is not None or bytes_per_vector is not None:
                     stored = {"target_recall": stored.get("target_recall", 0.95)}
                 settings = check_settings({**stored, **{k: v for k, v in overrides.items() if v is not None}})
@@ -603,11 +641,12 @@ class Collection:
             codec, report = self._choose_codec(live_rows, n_rows, settings)
             with self._write():
                 if codec.spec == self._codec.spec and self._codec.trained:
-                    self._catalog.set_meta(tuning=settings, tuning_report=report)
+                    self._db.set_meta(tuning=settings, tuning_report=report)
                 else:
-                    self._catalog.set_meta(tuning=settings)
-                    self._recode(codec, report, upto=self._catalog.get_meta("sealed_rows"))
-            self._remove_stale_files()
+                    self._db.set_meta(tuning=settings)
+                    self._recode(codec, report, upto=self._db.get_meta("sealed_rows"))
+            with self._lock:
+                self._remove_stale_files()
         return report
 
     # -- reads ------------------------------------------------------------------------
@@ -637,37 +676,63 @@ class Collection:
         """
         q, single = validate.queries(q, self.dim)
         k = validate.positive_int(k, "k")
+        if rerank is not None:
+            rerank = validate.positive_int(rerank, "rerank", low=0, high=validate.MAX_K)
         knob = self._check_knob(ef, nprobe)
         groups = filter_groups(where, q.shape[0], single)
-        with self._lock:
-            self._refresh()
-            code = self._tenant(tenant)
-            codec, n_rows, sealed, index, n_live = self._codec, self._n_rows, self._sealed, self._index, self._n_live
-            live = self._live[:n_rows]
-            vectors = self._vectors.view(n_rows, np.float32)
-            codes = self._codes.view(sealed)
-            selections = [self._select(code, node) for node, _ in groups]
-        if rerank is None:
-            rerank = codec.default_rerank(k)
-        rerank = validate.positive_int(rerank, "rerank", low=0, high=validate.MAX_K)
-        rerank = 0 if codec.exact or sealed == 0 else rerank
         if self.metric == "cosine":
             q = prepare(q, self.metric)
             if not np.any(q, axis=1).all():
                 raise InvalidInput("a zero query vector has no cosine similarity")
+        # The search runs on a snapshot, off the lock. If a compaction renumbers the rows meanwhile,
+        # its row numbers no longer name the same records: search the new rows again.
+        for _ in range(SNAPSHOT_TRIES):
+            with self._lock:
+                self._refresh()
+                code, files = self._tenant(tenant), self._files
+                selections = [self._select(code, node) for node, _ in groups]
+                snapshot = self._snapshot(k, rerank)
+            try:
+                scores, rows = self._search_snapshot(q, k, groups, selections, knob, **snapshot)
+            except OSError:  # the compaction closed the file we were reading
+                if files == self._files:
+                    raise
+                continue
+            with self._lock:
+                if files == self._files:
+                    found = self._db.records_by_row(np.unique(rows[rows >= 0]).tolist())
+                    break
+        else:
+            raise Conflict(f"collection {self.name!r} was compacted {SNAPSHOT_TRIES} times during one search: "
+                           "retry")
+        results = self._hits(scores, rows, found)
+        return results[0] if single else results
+
+    def _snapshot(self, k: int, rerank: int | None) -> dict[str, Any]:
+        """What a search reads, as of now (``_lock`` held): later commits do not change it."""
+        codec, n_rows, sealed = self._codec, self._n_rows, self._sealed
+        vectors, vector_file = self._vectors.view(n_rows, np.float32), self._vectors
+        rerank = codec.default_rerank(k) if rerank is None else rerank
         # a large vector log is read with pread for re-ranking: faults through the mmap would map
         # 64 KiB of neighbours per candidate and inflate resident memory (measured: 1.4 GB peak at 1M)
-        gather = (lambda r: self._vectors.gather(r, np.float32)) if vectors.nbytes > PREAD_RERANK_BYTES else None
-        arrays = {"codec": codec, "codes": codes, "vectors": vectors, "metric": self.metric, "rerank": rerank,
-                  "gather": gather}
+        gather = (lambda r: vector_file.gather(r, np.float32)) if vectors.nbytes > PREAD_RERANK_BYTES else None
+        arrays = {"codec": codec, "codes": self._codes.view(sealed), "vectors": vectors, "metric": self.metric,
+                  "rerank": 0 if codec.exact or sealed == 0 else rerank, "gather": gather}
+        return {"arrays": arrays, "live": self._live[:n_rows], "index": self._index, "n_live": self._n_live}
+
+    @staticmethod
+    def _search_snapshot(
+        q: np.ndarray, k: int, groups: list[tuple[Any, Any]], selections: list[Selection], knob: int | None,
+        arrays: dict[str, Any], live: np.ndarray, index: Index | None, n_live: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rows), each (m, k), of the queries, one plan per filter group."""
         scores = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
         rows = np.full((q.shape[0], k), -1, dtype=np.int64)
         for (_, picked), selection in zip(groups, selections, strict=True):
             matches = None if selection.everything else selection.count()
-            plan = planner.choose(matches, n_live, max(k, rerank), index, knob)
+            plan = planner.choose(matches, n_live, max(k, arrays["rerank"]), index, knob)
             scores[picked], rows[picked] = run_plan(plan, q[picked], k, selection, live, index, arrays)
-        results = self._hits(scores, rows)
-        return results[0] if single else results
+        return scores, rows
 
     def explain(
         self, k: int = 10, *, where: dict[str, Any] | None = None, ef: int | None = None, nprobe: int | None = None,
@@ -711,13 +776,13 @@ class Collection:
         name = validate.tenant_name(tenant)
         found = self._tenant_codes.get(name) if not create else None
         if found is None:
-            found = self._catalog.tenant(name)
+            found = self._db.tenant(name)
             if found is not None and not create:  # committed before this call: safe to remember
                 self._tenant_codes[name] = found
         if found is None:
             if not create:
                 raise self._no_tenant(name)
-            return self._catalog.add_tenant(name)
+            return self._db.add_tenant(name)
         if not found[1]:
             raise Conflict(f"tenant {name!r} is inactive: call activate_tenant({name!r}) first")
         return found[0]
@@ -730,7 +795,7 @@ class Collection:
     def _records(self, ids: list[str], code: int | None) -> list[tuple[str, int, str | None]]:
         """(id, row, metadata JSON) of each id of tenant ``code``, in order; NotFound naming any unknown id."""
         keys = self._keys(ids, code)
-        found = self._catalog.records_by_id(keys)
+        found = self._db.records_by_id(keys)
         missing = [i for i, key in zip(ids, keys, strict=True) if key not in found]
         if missing:
             raise NotFound(_unknown_ids(missing))
@@ -748,7 +813,7 @@ class Collection:
             if passing is not None:
                 return Selection(self._n_rows, rows=passing[self._live[passing] != 0])
             return Selection(self._n_rows, mask=self._filter_mask(node))
-        self._tenant_rows.sync(self._catalog, self._n_rows, self._files)
+        self._tenant_rows.sync(self._db, self._n_rows, self._files)
         rows = self._tenant_rows.rows(code)
         rows = rows[self._live[rows] != 0]
         if passing is not None:
@@ -761,19 +826,19 @@ class Collection:
         """Register a tenant (``add`` / ``upsert`` also create theirs); Conflict if it exists."""
         name = self._tenant_name(name)
         with self._write():
-            if self._catalog.tenant(name) is not None:
+            if self._db.tenant(name) is not None:
                 raise Conflict(f"tenant {name!r} already exists in collection {self.name!r}")
-            self._catalog.add_tenant(name)
+            self._db.add_tenant(name)
 
     def drop_tenant(self, name: str) -> int:
         """Delete a tenant and all its records in one transaction; returns how many records went."""
         name = self._tenant_name(name)
         with self._write():
             code = self._existing_tenant(name)
-            rows = self._catalog.rows_with_prefix(tenants.key(code, ""))
+            rows = self._db.rows_with_prefix(tenants.key(code, ""))
             self._delete_rows(rows)
-            self._catalog.remove_tenant(code)
-            self._tenant_rows.drop(code)
+            self._db.remove_tenant(code)
+            self._pending["forget"].append(code)
         return len(rows)
 
     def list_tenants(self) -> list[dict[str, Any]]:
@@ -781,7 +846,7 @@ class Collection:
         self._require_tenants()
         with self._lock:
             self._refresh()
-            return [{"name": n, "active": a} for n, (_, a) in sorted(self._catalog.tenants().items())]
+            return [{"name": n, "active": a} for n, (_, a) in sorted(self._db.tenants().items())]
 
     def deactivate_tenant(self, name: str) -> None:
         """Offload a tenant: its in-memory row list is dropped and its calls are refused until
@@ -795,9 +860,9 @@ class Collection:
         name = self._tenant_name(name)
         with self._write():
             code = self._existing_tenant(name)
-            self._catalog.set_tenant_active(code, active)
+            self._db.set_tenant_active(code, active)
             if not active:
-                self._tenant_rows.drop(code)
+                self._pending["forget"].append(code)
 
     def _tenant_name(self, name: str) -> str:
         """A tenant management call's checked tenant name (InvalidInput without tenants or for a bad name)."""
@@ -806,7 +871,7 @@ class Collection:
 
     def _existing_tenant(self, name: str) -> int:
         """The code of tenant ``name``, active or not; NotFound if there is none. Inside a write transaction."""
-        found = self._catalog.tenant(name)
+        found = self._db.tenant(name)
         if found is None:
             raise self._no_tenant(name)
         return found[0]
@@ -826,13 +891,13 @@ class Collection:
     def _filter_mask(self, node: filters.Filter) -> np.ndarray:
         """bool (n_rows,): live rows passing ``node``. Call with the lock held, state refreshed."""
         self._sync_fields()
-        return self._fields.mask(self._catalog, node, self._n_rows) & (self._live[: self._n_rows] != 0)
+        return self._fields.mask(self._db, node, self._n_rows) & (self._live[: self._n_rows] != 0)
 
     def _sync_fields(self) -> None:
         """Bring the indexed fields' columns up to date with the rows. Lock held, state refreshed."""
         if self._indexed_fields is None:  # changed since last read (this handle's or another's commit)
-            self._indexed_fields = [filters.field_path(f) for f in self._catalog.get_meta("field_indexes", [])]
-        self._fields.sync(self._catalog, self._indexed_fields, self._n_rows, self._files)
+            self._indexed_fields = [filters.field_path(f) for f in self._db.get_meta("field_indexes", [])]
+        self._fields.sync(self._db, self._indexed_fields, self._n_rows, self._files)
 
     def create_field_index(self, field: str) -> None:
         """Index a metadata field (dotted path for nested fields) so filters on it cost milliseconds.
@@ -844,9 +909,9 @@ class Collection:
         """
         filters.field_path(field)
         with self._write():
-            names = self._catalog.get_meta("field_indexes", [])
+            names = self._db.get_meta("field_indexes", [])
             if field not in names:
-                self._catalog.set_meta(field_indexes=[*names, field])
+                self._db.set_meta(field_indexes=[*names, field])
         with self._lock:
             self._refresh()
             self._sync_fields()
@@ -855,16 +920,16 @@ class Collection:
         """Remove a field index; NotFound if there is none on ``field``."""
         filters.field_path(field)
         with self._write():
-            names = self._catalog.get_meta("field_indexes", [])
+            names = self._db.get_meta("field_indexes", [])
             if field not in names:
                 raise NotFound(f"no field index on {field!r}; indexed fields: {names}")
-            self._catalog.set_meta(field_indexes=[n for n in names if n != field])
+            self._db.set_meta(field_indexes=[n for n in names if n != field])
 
     def field_indexes(self) -> list[str]:
         """The indexed metadata fields."""
         with self._lock:
             self._refresh()
-            return list(self._catalog.get_meta("field_indexes", []))
+            return list(self._db.get_meta("field_indexes", []))
 
     def count(self, where: dict[str, Any] | None = None, *, tenant: str | None = None) -> int:
         """Live records (of the tenant), or those passing the filter ``where``."""
@@ -885,11 +950,13 @@ class Collection:
                 knob = validate.positive_int(value, name, high=validate.MAX_K)
         return knob
 
-    def _hits(self, scores: np.ndarray, rows: np.ndarray) -> list[list[Hit]]:
+    def _hits(
+        self, scores: np.ndarray, rows: np.ndarray, found: dict[int, tuple[str, str | None]]
+    ) -> list[list[Hit]]:
+        """The hits of (scores, rows), given the catalog's (key, metadata JSON) of those rows (deleted rows
+        are missing from ``found`` and dropped)."""
         if self.metric == "l2":
             scores = np.sqrt(np.maximum(-scores, 0.0))
-        with self._lock:
-            found = self._catalog.records_by_row(np.unique(rows[rows >= 0]).tolist())
         # one json.loads for all metadata of this call: ~10x cheaper than one per hit
         metadata = json.loads("[" + ",".join(m if m is not None else "null" for _, m in found.values()) + "]")
         by_row = {r: (rid, meta) for (r, (rid, _)), meta in zip(found.items(), metadata, strict=True)}
@@ -925,7 +992,7 @@ class Collection:
                 rows = rows[offset:][:limit].tolist()
                 offset = 0
                 picked = [(tenants.public_id(i), r, m)
-                          for r, (i, m) in sorted(self._catalog.records_by_row(rows).items())]
+                          for r, (i, m) in sorted(self._db.records_by_row(rows).items())]
             picked = picked[offset:][:limit]
             return [Record(i, np.array(vectors[row]), json.loads(meta) if meta is not None else None)
                     for i, row, meta in picked]
@@ -936,7 +1003,7 @@ class Collection:
         self._require_no_tenants()
         with self._lock:
             self._refresh()
-            return bool(self._catalog.rows_of([key]))
+            return bool(self._db.rows_of([key]))
 
     def __len__(self) -> int:
         with self._lock:
@@ -964,7 +1031,7 @@ class Collection:
                 "n": self._n_live,
                 "dim": self.dim,
                 "metric": self.metric,
-                "codec": self._catalog.get_meta("codec"),
+                "codec": self._db.get_meta("codec"),
                 "bytes_per_vector": self._codec.code_size,
                 "compression_ratio": 4 * self.dim / self._codec.code_size,
                 "rows": self._n_rows,
@@ -988,21 +1055,22 @@ class Collection:
         with self._lock:
             self._refresh()
             for table, rows in (("batches", self._vectors), ("segments", self._codes)):
-                for row0, n, crc in self._catalog.ranges(table):
+                for row0, n, crc in self._db.ranges(table):
                     if rows.crc(row0, n) != crc:
                         raise CorruptData(f"{rows.path}: checksum mismatch in rows {row0}..{row0 + n - 1}")
-            state = self._catalog.get_meta("index_state")
+            state = self._db.get_meta("index_state")
             if self._index is not None and arrays_crc(self._index.arrays()) != state["crc"]:
                 raise CorruptData(f"{self.path / state['dir']}: index checksum mismatch")
 
     # -- lifecycle ----------------------------------------------------------------------
     def close(self) -> None:
-        with self._lock:
+        with self._write_lock, self._lock:
             if self._closed:
                 return
             self._closed = True
             self._close_files()
             self._catalog.close()
+            self._reader.close()
 
     def _close_files(self) -> None:
         if self._files is not None:

@@ -99,8 +99,8 @@ def test_cli_errors_are_clear(server, admin_key, tmp_path, monkeypatch):
 
 
 def test_import_parquet(server, admin_key, client, tmp_path):
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa  # the dev extra installs it (vecpack[parquet])
+    import pyarrow.parquet as pq
     x = np.random.default_rng(2).normal(size=(25, 4)).astype(np.float32)
     table = pa.table({"id": [f"p{i}" for i in range(25)], "vector": x.tolist(),
                       "metadata": [json.dumps({"i": i}) for i in range(25)]})  # metadata as a JSON string column
