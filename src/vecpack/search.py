@@ -14,7 +14,7 @@ from vecpack.codecs import Codec
 from vecpack.index.base import Index
 from vecpack.index.flat import scan_codes, scan_exact
 from vecpack.kernels.exact import COSINE, IP, L2, rescore
-from vecpack.kernels.ivf import ivf_scan
+from vecpack.kernels.ivf import subset_scan
 from vecpack.kernels.probe import kind_token
 from vecpack.kernels.topk import merge_candidates, new_heaps, sort_heaps
 
@@ -115,10 +115,9 @@ def search_subset(
     width = max(k, rerank)
     m = q.shape[0]
     heaps = new_heaps(m, width)
-    if split and m <= PROBE_QUERIES and not codec.refine_pool(k):  # one list of the gathered codes
+    if split and m <= PROBE_QUERIES and not codec.refine_pool(k):  # score the codes where they lie
         probe = codec.probe(q)
-        ivf_scan(kind_token(probe.kind), probe.qf, probe.qw, probe.view(codes[rows[:split]]), np.arange(split),
-                 np.array([0, split]), split, np.zeros((m, 1), np.int64), np.ones(split, np.uint8), *heaps)
+        subset_scan(kind_token(probe.kind), probe.qf, probe.qw, probe.view(codes), rows[:split], *heaps)
     elif split:
         scan_codes(codec.scorer(q), codes[rows[:split]], 0, np.ones(split, np.uint8), heaps)
     if split < rows.size:
