@@ -73,14 +73,14 @@ def attributes(x: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return u, rank[labels]
 
 
-#: planner thresholds (EXACT_ROWS, EXACT_FRACTION, POSTFILTER_FRACTION) that force each plan
-FORCED = {"exact": (1 << 62, 2.0, 2.0), "filtered": (0, 0.0, 2.0), "postfilter": (0, 0.0, 0.0)}
+#: planner thresholds (EXACT_ROWS, EXACT_FRACTION, ROWS_PER_EF, POSTFILTER_FRACTION) that force each plan
+FORCED = {"exact": (1 << 62, 2.0, 0, 2.0), "filtered": (0, 0.0, 0, 2.0), "postfilter": (0, 0.0, 0, 0.0)}
 
 
 @contextmanager
 def forced(plan: str) -> Iterator[None]:
     """Make the planner choose ``plan`` for every filter (by moving its thresholds)."""
-    names = ("EXACT_ROWS", "EXACT_FRACTION", "POSTFILTER_FRACTION")
+    names = ("EXACT_ROWS", "EXACT_FRACTION", "ROWS_PER_EF", "POSTFILTER_FRACTION")
     saved = [getattr(planner, n) for n in names]
     for n, v in zip(names, FORCED[plan], strict=True):
         setattr(planner, n, v)

@@ -64,6 +64,7 @@ def test_filtered_search_matches_brute_force(tmp_path, data, index, force, monke
     if force == "index":  # never the exact plan: the index plans must reach the recall themselves
         monkeypatch.setattr(planner, "EXACT_ROWS", 0)
         monkeypatch.setattr(planner, "EXACT_FRACTION", 0.0)
+        monkeypatch.setattr(planner, "ROWS_PER_EF", 0)
         monkeypatch.setattr(planner, "FLAT_SUBSET_FRACTION", 0.0)
     db, col = build(tmp_path, data, index)
     q = data[2]
@@ -86,6 +87,7 @@ def test_filtered_search_matches_brute_force(tmp_path, data, index, force, monke
 def test_each_plan_is_chosen_by_selectivity(tmp_path, data, index, monkeypatch):
     monkeypatch.setattr(planner, "EXACT_ROWS", 50)
     monkeypatch.setattr(planner, "EXACT_FRACTION", 0.005)
+    monkeypatch.setattr(planner, "ROWS_PER_EF", 0)
     db, col = build(tmp_path, data, index)
     assert col.explain(where={"grp": 3})["plan"] == "exact"  # 30 rows
     assert col.explain(where={"grp": {"$lt": 10}})["plan"] == "filtered"

@@ -343,7 +343,8 @@ class Column:
         parts = []
         for v in _distinct(value) if op == "$in" else (value,):
             kind = kind_of(v)
-            a, b = np.searchsorted(kinds, kind, "left"), np.searchsorted(kinds, kind, "right")
+            at = kinds.dtype.type(kind)  # a Python int would make searchsorted cast all of ``kinds`` (0.3 ms at 1M)
+            a, b = np.searchsorted(kinds, at, "left"), np.searchsorted(kinds, at, "right")
             if kind == STRING:
                 if v not in self.vocab:
                     continue

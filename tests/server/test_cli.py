@@ -144,3 +144,28 @@ def test_serve_as_a_process(tmp_path):
     assert proc.returncode in (0, -signal.SIGTERM), stderr  # uvicorn shuts down, then re-raises the signal
     with vecpack.connect(path) as db:  # the writes are in the folder
         assert db.get_collection("docs").count() == 2
+
+
+def test_bench_command_writes_its_results(tmp_path):
+    """`vecpack bench` on a small synthetic set, FAISS off: the JSON lists the codec with a real recall."""
+    cli("bench", "--dataset", "synthetic:2000:32", "--codecs", "int8", "--queries", 50, "--no-peers",
+        "--out", tmp_path)
+    (found,) = tmp_path.glob("*.json")
+    (codec,) = json.loads(found.read_text())["codecs"]
+    assert codec["name"] == "int8" and codec["bytes_per_vector"] == 32
+    assert codec["runs"][0]["recall@k"] > 0.8 and codec["runs"][0]["qps"]["1"] > 0
+    assert list(tmp_path.glob("*.md"))
+
+
+def test_demo_command_compares_codecs_on_real_text():
+    """`vecpack demo` on the SciFact embeddings (skipped without the shared data: embedding the fallback
+    corpus needs the embed extra)."""
+    from vecpack.datasets import data_root
+
+    root = data_root()
+    if root is None or not (root / "scifact").is_dir():
+        pytest.skip("SciFact embeddings not found (../shared/data or $VECPACK_DATA)")
+    out = cli("demo")
+    for codec in ("float32", "int8", "binary", "pq48"):
+        assert codec in out
+    assert "SciFact" in out

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vecpack.codecs.base import Codec, DecodeScorer, Probe, Scorer
+from vecpack.codecs.base import Codec, DecodeScorer, Probe, ProbeScorer, Scorer
 from vecpack.errors import InvalidInput
 from vecpack.kernels.lvq import (
     HEADER_BYTES,
@@ -46,7 +46,6 @@ from vecpack.kernels.lvq import (
     nibble_decode,
     nibble_encode,
     probe_rescore,
-    probe_scan,
     row_ranges,
 )
 from vecpack.kernels.probe import LVQ, LVQ_FULL, NIBBLE_AFFINE
@@ -233,17 +232,6 @@ class Int4Codec(Codec):
         self.lo = np.ascontiguousarray(arrays["lo"], dtype=np.float32)
         self.step = np.ascontiguousarray(arrays["step"], dtype=np.float32)
         self.trained = True
-
-
-class ProbeScorer(Scorer):
-    """Flat scan that scores each code row with ``probe.score_row`` (``kernels.lvq.probe_scan``)."""
-
-    def __init__(self, probe: Probe) -> None:
-        self.probe = probe
-
-    def scan(self, codes, row0, live, heap_s, heap_r) -> None:
-        p = self.probe
-        probe_scan(p.kind, p.qf, p.qw, p.view(np.ascontiguousarray(codes)), row0, live, heap_s, heap_r)
 
 
 def _header(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

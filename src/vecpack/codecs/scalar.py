@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from vecpack.codecs.base import Codec, Probe, affine_probe
+from vecpack.codecs.base import Codec, DecodeScorer, Probe, ProbeScorer, Scorer, affine_probe
 from vecpack.errors import InvalidInput
 from vecpack.kernels.scalar import u8_decode, u8_encode
+
+#: int8 flat scans of fewer queries score rows one by one (``ProbeScorer``), more decode blocks for a matrix
+#: product (measured on 20k x 384, 2 threads: one query 3.8 -> 0.5 ms with the row kernel)
+PROBE_SCAN_QUERIES = 16
 
 
 class Float32Codec(Codec):
@@ -102,6 +106,10 @@ class Int8Codec(Codec):
 
     def decode(self, codes):
         return u8_decode(np.ascontiguousarray(codes), self.lo, self.step)
+
+    def scorer(self, q) -> Scorer:
+        self._require_trained()
+        return ProbeScorer(self.probe(q)) if q.shape[0] < PROBE_SCAN_QUERIES else DecodeScorer(self, q)
 
     def probe(self, q) -> Probe:
         self._require_trained()

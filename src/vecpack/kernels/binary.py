@@ -81,6 +81,9 @@ def quantize_queries(q, shift, scale, n_words, bits_token):
     lo = np.empty(m, dtype=np.float32)
     delta = np.empty(m, dtype=np.float32)
     total = np.empty(m, dtype=np.float32)
+    if m <= QUERY_CHUNK:  # one task: skip the parallel region (waking the threads costs ~90 us)
+        _quantize_rows(0, m, q, shift, scale, planes, lo, delta, total, bits_token)
+        return planes, lo, delta, total
     for task in prange((m + QUERY_CHUNK - 1) // QUERY_CHUNK):
         q0 = task * QUERY_CHUNK
         _quantize_rows(q0, min(m, q0 + QUERY_CHUNK), q, shift, scale, planes, lo, delta, total, bits_token)
@@ -168,6 +171,10 @@ def binary_scan(codes, row0, live, planes, qa, qb, qc, heap_s, heap_r, words_tok
         c1 = min(n, c0 + chunk)
         _transpose_codes(codes, c0, c1, codes_t, pcs, words_token)
         b, r0, chunk_live = c1 - c0, row0 + c0, np.ascontiguousarray(live[c0:c1])
+        if n_tasks == 1:  # skip the parallel region: waking the threads per chunk costs ~90 us
+            _scan_queries(0, codes_t, pcs, b, r0, chunk_live, planes, qa, qb, qc, heap_s, heap_r, words_token,
+                          bits_token)
+            continue
         for task in prange(n_tasks):
             _scan_queries(
                 task, codes_t, pcs, b, r0, chunk_live, planes, qa, qb, qc, heap_s, heap_r, words_token, bits_token

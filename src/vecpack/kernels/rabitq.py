@@ -311,6 +311,9 @@ def prepare_queries(qr, c_rot, c_sq, l2, n_planes, bits_token):
     m = qr.shape[0]
     planes = np.zeros((m, qr.shape[1] // 64, len(bits_token)), dtype=np.uint64)
     qf = np.empty((m, 6), dtype=np.float32)
+    if m <= QUERY_CHUNK:  # one task: skip the parallel region (waking the threads costs ~90 us)
+        _query_rows(0, m, qr, c_rot, c_sq, l2, n_planes, planes, qf, bits_token)
+        return planes, qf
     for task in prange((m + QUERY_CHUNK - 1) // QUERY_CHUNK):
         q0 = task * QUERY_CHUNK
         _query_rows(q0, min(m, q0 + QUERY_CHUNK), qr, c_rot, c_sq, l2, n_planes, planes, qf, bits_token)
@@ -557,6 +560,12 @@ def rabitq_scan(
         rows, rows_f = flat[c0 * row : c1 * row], flat_f[2 * c0 * row : 2 * c1 * row]
         if not direct:
             _load_chunk(rows, rows_f, c1 - c0, codes_t, ax, fa, fr, fe, kind_tok, words_token, row_token)
+        if n_tasks == 1:  # skip the parallel region: waking the threads per chunk costs ~90 us
+            _scan_task(
+                0, direct, words, rows, rows_f, c0, c1 - c0, codes_t, ax, fa, fr, fe, row0 + c0, live[c0:c1],
+                planes, qf, qw_full, qf_full, kind_tok, heap_s, heap_r, words_token, bits_token, row_token,
+            )  # fmt: skip
+            continue
         for task in prange(n_tasks):
             _scan_task(
                 task, direct, words, rows, rows_f, c0, c1 - c0, codes_t, ax, fa, fr, fe, row0 + c0, live[c0:c1],

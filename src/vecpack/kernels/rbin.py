@@ -227,6 +227,10 @@ def asym_scan(
         _transpose_codes(codes, c0, c1, codes_t, pcs, words_token, levels_token)
         _pair_base(codes_t, c1 - c0, pair_planes, pair_qa, pair_qb, base, words_token, levels_token, bits_token)
         b, r0, chunk_live = c1 - c0, row0 + c0, np.ascontiguousarray(live[c0:c1])
+        if m <= QUERY_CHUNK:  # one task: skip the parallel region (waking the threads costs ~90 us)
+            chunk = (codes_t, pcs, base, b, r0, chunk_live)
+            _asym_task(0, chunk, planes, qa, qb, qc, heap_s, heap_r, words_token, bits_token)
+            continue
         for task in prange((m + QUERY_CHUNK - 1) // QUERY_CHUNK):
             chunk = (codes_t, pcs, base, b, r0, chunk_live)  # built inside: parfors cannot capture tuples
             _asym_task(task, chunk, planes, qa, qb, qc, heap_s, heap_r, words_token, bits_token)
@@ -255,6 +259,10 @@ def sym_scan(codes, row0, live, qbits, amat, pw, qc, heap_s, heap_r, words_token
         _transpose_codes(codes, c0, c1, codes_t, pcs, words_token, levels_token)
         _pair_base(codes_t, c1 - c0, no_planes, pw, no_weights, base, words_token, levels_token, ())
         b, r0, chunk_live = c1 - c0, row0 + c0, np.ascontiguousarray(live[c0:c1])
+        if m <= QUERY_CHUNK:
+            chunk = (codes_t, pcs, base, b, r0, chunk_live)
+            _sym_task(0, chunk, qbits, amat, qc, heap_s, heap_r, words_token, levels_token)
+            continue
         for task in prange((m + QUERY_CHUNK - 1) // QUERY_CHUNK):
             chunk = (codes_t, pcs, base, b, r0, chunk_live)
             _sym_task(task, chunk, qbits, amat, qc, heap_s, heap_r, words_token, levels_token)

@@ -403,6 +403,9 @@ def merge_scores(scores, row0, live, heap_s, heap_r):
     if heap_s.shape[1] == 0 or b == 0:
         return
     live = np.ascontiguousarray(live)
+    if m <= QUERY_CHUNK:  # one task: skip the parallel region (waking the threads costs ~90 us)
+        _merge_scores_rows(0, m, scores, row0, live, heap_s, heap_r)
+        return
     for task in prange((m + QUERY_CHUNK - 1) // QUERY_CHUNK):
         _merge_scores_rows(task * QUERY_CHUNK, min(m, (task + 1) * QUERY_CHUNK), scores, row0, live, heap_s, heap_r)
 
@@ -429,6 +432,9 @@ def merge_candidates(cand_s, cand_r, heap_s, heap_r):
     """Push per-query candidate lists float32/int64 (m, c) into the heaps; rows < 0 are skipped."""
     m, c = cand_s.shape
     if heap_s.shape[1] == 0 or c == 0:
+        return
+    if m <= QUERY_CHUNK:
+        _merge_candidate_rows(0, m, cand_s, cand_r, heap_s, heap_r)
         return
     for task in prange((m + QUERY_CHUNK - 1) // QUERY_CHUNK):
         _merge_candidate_rows(task * QUERY_CHUNK, min(m, (task + 1) * QUERY_CHUNK), cand_s, cand_r, heap_s, heap_r)
@@ -469,6 +475,9 @@ def sort_heaps(heap_s, heap_r):
     """Sort every heap row in place, best (largest score) first; empty slots go last."""
     m = heap_s.shape[0]
     if heap_s.shape[1] == 0:
+        return
+    if m <= QUERY_CHUNK:
+        _sort_heap_rows(0, m, heap_s, heap_r)
         return
     for task in prange((m + QUERY_CHUNK - 1) // QUERY_CHUNK):
         _sort_heap_rows(task * QUERY_CHUNK, min(m, (task + 1) * QUERY_CHUNK), heap_s, heap_r)
