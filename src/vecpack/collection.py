@@ -596,14 +596,14 @@ class Collection:
             for a in range(0, upto, ENCODE_CHUNK):
                 b = min(a + ENCODE_CHUNK, upto)
                 self._db.add_range("segments", a, b - a,
-                                        codes.write(a, codec.encode(prepare(vectors[a:b], self.metric))))
+                                   codes.write(a, codec.encode(prepare(vectors[a:b], self.metric))))
         finally:
             codes.close()
         blob = save_codec(codec)
         write_atomic(self.path / codec_file, blob)
         self._db.set_meta(codec=codec.spec, codec_crc=zlib.crc32(blob), codec_file=codec_file,
-                               codes_file=codes_file, generation=gen, sealed_rows=upto, index_state=None,
-                               tuning_report=report)
+                          codes_file=codes_file, generation=gen, sealed_rows=upto, index_state=None,
+                          tuning_report=report)
         self._pending["reload"] = True
 
     def tuning_report(self) -> dict[str, Any] | None:

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vecpack.codecs.base import Codec, DecodeScorer, Probe, ProbeScorer, Scorer
+from vecpack.codecs.base import DECODE_BATCH, Codec, DecodeScorer, Probe, ProbeScorer, Scorer
 from vecpack.errors import InvalidInput
 from vecpack.kernels.lvq import (
     HEADER_BYTES,
@@ -52,8 +52,6 @@ from vecpack.kernels.probe import LVQ, LVQ_FULL, NIBBLE_AFFINE
 
 #: (primary bits, residual bits) of the supported specs
 LEVELS = {"lvq8": (8, 0), "lvq4": (4, 0), "lvq4x4": (4, 4), "lvq4x8": (4, 8)}
-#: query batches at least this large decode blocks and use a matrix product (faster than per-row scoring)
-DECODE_BATCH = 16
 #: int4 tries clipping each dimension's range to these fractions of its min..max half-widths
 CLIP_FRACTIONS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
 #: int4 fits its ranges on at most this many sampled rows

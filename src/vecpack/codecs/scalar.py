@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from vecpack.codecs.base import Codec, DecodeScorer, Probe, ProbeScorer, Scorer, affine_probe
+from vecpack.codecs.base import DECODE_BATCH, Codec, DecodeScorer, Probe, ProbeScorer, Scorer, affine_probe
 from vecpack.errors import InvalidInput
 from vecpack.kernels.scalar import u8_decode, u8_encode
-
-#: int8 flat scans of fewer queries score rows one by one (``ProbeScorer``), more decode blocks for a matrix
-#: product (measured on 20k x 384, 2 threads: one query 3.8 -> 0.5 ms with the row kernel)
-PROBE_SCAN_QUERIES = 16
 
 
 class Float32Codec(Codec):
@@ -109,7 +105,9 @@ class Int8Codec(Codec):
 
     def scorer(self, q) -> Scorer:
         self._require_trained()
-        return ProbeScorer(self.probe(q)) if q.shape[0] < PROBE_SCAN_QUERIES else DecodeScorer(self, q)
+        if q.shape[0] >= DECODE_BATCH:
+            return DecodeScorer(self, q)
+        return ProbeScorer(self.probe(q))
 
     def probe(self, q) -> Probe:
         self._require_trained()
