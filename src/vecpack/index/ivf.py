@@ -14,7 +14,7 @@ import numpy as np
 from vecpack.codecs.base import Probe
 from vecpack.errors import CorruptData, InvalidInput
 from vecpack.index.base import Index, with_defaults
-from vecpack.kernels.ivf import ivf_scan
+from vecpack.kernels.ivf import ivf_scan, nearest_lists
 from vecpack.kernels.kmeans import assign, kmeans
 from vecpack.kernels.probe import kind_token
 from vecpack.kernels.topk import new_heaps, sort_heaps
@@ -49,8 +49,7 @@ class IVFIndex(Index):
     ) -> None:
         super().__init__(rows, params)
         self.centroids = centroids
-        self._centroids_t = np.ascontiguousarray(centroids.T)
-        self._centroid_sq = np.einsum("ij,ij->i", centroids, centroids)
+        self._half_sq = (np.einsum("ij,ij->i", centroids, centroids) / 2).astype(np.float32)
         self.offsets = offsets
         self._longest = int(np.diff(offsets).max(initial=0))
         self.list_rows = list_rows
@@ -116,9 +115,7 @@ class IVFIndex(Index):
         L2 for every metric, as rows were assigned: for cosine the centroids are not unit
         vectors, and ranking them by inner product would favour long ones.
         """
-        nprobe = min(nprobe, self.centroids.shape[0])
-        s = 2 * (q @ self._centroids_t) - self._centroid_sq
-        return np.argpartition(-s, nprobe - 1, axis=1)[:, :nprobe].astype(np.int64)
+        return nearest_lists(q, self.centroids, self._half_sq, nprobe)
 
     def compact(self, vectors, codes, live, keep):
         covered = keep[keep < self.rows]
