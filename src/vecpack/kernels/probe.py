@@ -38,6 +38,10 @@ Kinds (x reconstructed from code c, d dimensions):
 Code element types: float32 (exact), uint16 (float16 bit patterns), int16 (bfloat16 bit
 patterns), uint8, uint64 (bits).
 
+Loops read offset parts of a row through slices (``weight = qf[d:]``, then ``weight[j]``), never as
+``qf[d + j]``: numba wraps negative indices, and an offset LLVM cannot prove non-negative keeps
+that check in the loop and stops it vectorising (measured: AFFINE_L2 at d = 784, 581 vs 75 ns per row).
+
 Kernels receive the kind as ``kind_token(kind)``, a tuple whose *length* is the
 kind: numba then compiles one specialisation per kind, LLVM folds the branches
 away and the scoring loop vectorises (measured: 2x faster than a runtime kind).
@@ -117,10 +121,11 @@ def score_row(kind_tok, qf, qw, code):
         return acc
     if kind == AFFINE_L2:
         d = code.shape[0]
+        weight = qf[d:]
         acc = np.float32(0.0)
         for j in range(d):
             diff = qf[j] - as_f32(code[j])
-            acc += qf[d + j] * diff * diff
+            acc += weight[j] * diff * diff
         return -acc
     if kind == BITS:
         n_words = code.shape[0]
@@ -161,77 +166,85 @@ def score_row(kind_tok, qf, qw, code):
         d = np.int64(qw[0])
         scale = as_f32(np.uint16(np.int32(code[0]) | (np.int32(code[1]) << 8)))
         bias = as_f32(np.uint16(np.int32(code[2]) | (np.int32(code[3]) << 8)))
+        c = code[4:]
         acc = np.float32(0.0)
         n_q = d
         if np.int64(qw[1]) == 8:
             if qw[2]:
                 for j in range(d):
-                    diff = qf[j] - bias - scale * np.float32(code[4 + j])
+                    diff = qf[j] - bias - scale * np.float32(c[j])
                     acc += diff * diff
                 return -acc
             for j in range(d):
-                acc += qf[j] * np.float32(code[4 + j])
+                acc += qf[j] * np.float32(c[j])
         else:
             h = (d + 1) // 2
             n_q = 2 * h
+            q_hi = qf[h:]
             if qw[2]:
                 for j in range(h):
-                    c_lo, c_hi = _nibbles(code[4 + j])
+                    c_lo, c_hi = _nibbles(c[j])
                     lo = qf[j] - bias - scale * c_lo
-                    hi = qf[h + j] - bias - scale * c_hi
+                    hi = q_hi[j] - bias - scale * c_hi
                     acc += lo * lo + hi * hi
                 return np.float32(d & 1) * bias * bias - acc  # the padding dimension added bias^2
             for j in range(h):
-                c_lo, c_hi = _nibbles(code[4 + j])
-                acc += qf[j] * c_lo + qf[h + j] * c_hi
+                c_lo, c_hi = _nibbles(c[j])
+                acc += qf[j] * c_lo + q_hi[j] * c_hi
         return qf[n_q] + scale * acc + bias * qf[n_q + 1]
     if kind == LVQ_FULL:
         d = np.int64(qw[0])
         h = (d + 1) // 2
-        r_at = 4 + h
         b2 = np.int64(qw[1])
         delta = as_f32(np.uint16(np.int32(code[0]) | (np.int32(code[1]) << 8))) / np.float32(1 << b2)
         bias = as_f32(np.uint16(np.int32(code[2]) | (np.int32(code[3]) << 8))) - delta * np.float32(1 << (b2 - 1))
+        c = code[4:]
+        u = code[4 + h :]
+        q_hi = qf[h:]
         acc = np.float32(0.0)
         if b2 == 8:  # w = 256 c + u, u a byte
+            u_hi = u[h:]
             if qw[2]:
                 for j in range(h):
-                    c_lo, c_hi = _nibbles(code[4 + j])
-                    lo = qf[j] - bias - delta * (np.float32(256.0) * c_lo + np.float32(code[r_at + j]))
-                    hi = qf[h + j] - bias - delta * (np.float32(256.0) * c_hi + np.float32(code[r_at + h + j]))
+                    c_lo, c_hi = _nibbles(c[j])
+                    lo = qf[j] - bias - delta * (np.float32(256.0) * c_lo + np.float32(u[j]))
+                    hi = q_hi[j] - bias - delta * (np.float32(256.0) * c_hi + np.float32(u_hi[j]))
                     acc += lo * lo + hi * hi
                 return np.float32(d & 1) * bias * bias - acc
             for j in range(h):
-                c_lo, c_hi = _nibbles(code[4 + j])
-                acc += qf[j] * (np.float32(256.0) * c_lo + np.float32(code[r_at + j]))
-                acc += qf[h + j] * (np.float32(256.0) * c_hi + np.float32(code[r_at + h + j]))
+                c_lo, c_hi = _nibbles(c[j])
+                acc += qf[j] * (np.float32(256.0) * c_lo + np.float32(u[j]))
+                acc += q_hi[j] * (np.float32(256.0) * c_hi + np.float32(u_hi[j]))
         else:  # w = 16 c + u, u a nibble
             if qw[2]:
                 for j in range(h):
-                    c_lo, c_hi = _nibbles(code[4 + j])
-                    u_lo, u_hi = _nibbles(code[r_at + j])
+                    c_lo, c_hi = _nibbles(c[j])
+                    u_lo, u_hi = _nibbles(u[j])
                     lo = qf[j] - bias - delta * (np.float32(16.0) * c_lo + u_lo)
-                    hi = qf[h + j] - bias - delta * (np.float32(16.0) * c_hi + u_hi)
+                    hi = q_hi[j] - bias - delta * (np.float32(16.0) * c_hi + u_hi)
                     acc += lo * lo + hi * hi
                 return np.float32(d & 1) * bias * bias - acc
             for j in range(h):
-                c_lo, c_hi = _nibbles(code[4 + j])
-                u_lo, u_hi = _nibbles(code[r_at + j])
-                acc += qf[j] * (np.float32(16.0) * c_lo + u_lo) + qf[h + j] * (np.float32(16.0) * c_hi + u_hi)
+                c_lo, c_hi = _nibbles(c[j])
+                u_lo, u_hi = _nibbles(u[j])
+                acc += qf[j] * (np.float32(16.0) * c_lo + u_lo) + q_hi[j] * (np.float32(16.0) * c_hi + u_hi)
         return qf[2 * h] + delta * acc + bias * qf[2 * h + 1]
     if kind == NIBBLE_AFFINE:
         h = code.shape[0]
+        q_hi = qf[h:]
         acc = np.float32(0.0)
         if qw[0]:
+            w_lo = qf[2 * h :]
+            w_hi = qf[3 * h :]
             for j in range(h):
                 c_lo, c_hi = _nibbles(code[j])
                 lo = qf[j] - c_lo
-                hi = qf[h + j] - c_hi
-                acc += qf[2 * h + j] * lo * lo + qf[3 * h + j] * hi * hi
+                hi = q_hi[j] - c_hi
+                acc += w_lo[j] * lo * lo + w_hi[j] * hi * hi
             return -acc
         for j in range(h):
             c_lo, c_hi = _nibbles(code[j])
-            acc += qf[j] * c_lo + qf[h + j] * c_hi
+            acc += qf[j] * c_lo + q_hi[j] * c_hi
         return qf[2 * h] + acc
     if kind == LUT4:
         n_bytes = code.shape[0]
