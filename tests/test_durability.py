@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import random
 import signal
@@ -17,7 +18,7 @@ import pytest
 import vecpack
 from helpers import flip_byte
 from vecpack import CorruptData
-from vecpack.storage.rowfile import HEADER_SIZE
+from vecpack.storage.rowfile import HEADER_SIZE, RowFile
 
 
 @pytest.fixture
@@ -116,6 +117,49 @@ def test_failed_write_leaves_no_trace(db, data, monkeypatch):
     col.add(ids=list(range(10, 20)), vectors=data[10:20])
     assert len(col) == 20
     np.testing.assert_array_equal(col.get(["15"])[0].vector, data[15])
+
+
+def test_resident_rows_follow_the_file(tmp_path):
+    """A resident RowFile reads rows once into memory, extends its copy as views grow, and rewrites the
+    rows it holds when they are written again (an uncommitted tail overwritten), so it equals the file."""
+    rows = np.arange(40, dtype=np.uint8).reshape(10, 4)
+    f = RowFile(tmp_path / "r.bin", b"TESTROWS", 4, create=True, resident=True)
+    f.write(0, rows[:6])
+    v = f.view(4)
+    np.testing.assert_array_equal(v, rows[:4])
+    assert not v.flags.writeable
+    np.testing.assert_array_equal(f.view(6), rows[:6])
+    f.write(5, rows[8:10])  # row 5 was resident: rewritten there too; row 6 is new
+    np.testing.assert_array_equal(f.view(7), np.concatenate([rows[:5], rows[8:10]]))
+    mapped = RowFile(tmp_path / "r.bin", b"TESTROWS", 4)
+    np.testing.assert_array_equal(mapped.view(7), f.view(7))
+    with pytest.raises(CorruptData, match="truncated"):
+        f.view(f.rows_on_disk() + 1)
+    f.close()
+    mapped.close()
+
+
+@pytest.mark.parametrize("memory_map", [False, True])
+def test_codes_and_index_resident_or_mapped(tmp_path, rng, memory_map):
+    """connect(memory_map=False) (the default) reads codes and index arrays into memory; True maps them.
+    Both answer the same, and writes by another handle are seen by both."""
+    data = rng.normal(size=(1600, 24)).astype(np.float32)
+    with vecpack.connect(tmp_path) as db:
+        col = db.create_collection("g", dim=data.shape[1], codec="int8", index="ivf", index_params={"nlist": 8})
+        col.add(ids=list(range(1500)), vectors=data[:1500])
+        col.optimize()
+        want = col.search(data[:5], k=5)
+    with vecpack.connect(tmp_path, memory_map=memory_map) as db, vecpack.connect(tmp_path) as other:
+        col = db.get_collection("g")
+        assert isinstance(col._index.list_codes, np.memmap) == memory_map
+        codes = col._codes.view(1500)
+        while isinstance(codes, np.ndarray) and codes.base is not None:
+            codes = codes.base
+        assert isinstance(codes.obj if isinstance(codes, memoryview) else codes, mmap.mmap) == memory_map
+        assert [[h.id for h in r] for r in col.search(data[:5], k=5)] == [[h.id for h in r] for r in want]
+        other.get_collection("g").add(ids=list(range(1500, 1600)), vectors=data[1500:])
+        other.get_collection("g").optimize()
+        assert col.search(data[1550:1551], k=1)[0][0].id == "1550"
 
 
 WRITER = textwrap.dedent(

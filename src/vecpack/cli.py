@@ -90,6 +90,8 @@ if typer is not None:
         max_queries: int = typer.Option(1_000, help="most queries per search"),
         max_k: int = typer.Option(1_000, help="largest k"),
         log_level: str = typer.Option("info", help="uvicorn log level"),
+        memory_map: bool = typer.Option(False, "--memory-map", help="map codes and indexes from their files "
+                                        "instead of reading them into memory (collections larger than RAM)"),
     ) -> None:
         """Serve a database folder over HTTP (OpenAPI docs at /docs)."""
         try:
@@ -100,7 +102,7 @@ if typer is not None:
             _fail(f"vecpack serve needs the server extra: pip install 'vecpack[server]' ({exc})")
         limits = Limits(max_body_bytes=int(max_body_mb * (1 << 20)), max_batch=max_batch, max_queries=max_queries,
                         max_k=max_k)
-        server = create_app(path, limits=limits, auth=auth)
+        server = create_app(path, limits=limits, auth=auth, memory_map=memory_map)
         keys = server.state.vecpack.keys
         if keys is not None and not keys.list():
             err_console.print(f"[yellow]no API keys yet: every request but /health gets 401; create one with "

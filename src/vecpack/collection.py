@@ -91,8 +91,10 @@ class Collection:
     Every write is atomic and durable when the call returns.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, memory_map: bool = False) -> None:
+        """Open the collection in folder ``path``; ``memory_map`` as in ``vecpack.connect``."""
         self.path = Path(path)
+        self.memory_map = memory_map
         # Two locks, so that searches never wait for a write's fsyncs: ``_write_lock`` admits one writer
         # at a time for a whole write transaction; ``_lock`` guards the in-memory state and the read
         # connection and is held only briefly (a reader's snapshot, the writer applying its commit).
@@ -191,7 +193,8 @@ class Collection:
         if files != self._files:  # first open, or another handle compacted or re-encoded into new files
             self._close_files()
             self._vectors = RowFile(self.path / files[0], VECTORS_MAGIC, 4 * self.dim)
-            self._codes = RowFile(self.path / files[1], CODES_MAGIC, self._codec.code_size)
+            self._codes = RowFile(self.path / files[1], CODES_MAGIC, self._codec.code_size,
+                                  resident=not self.memory_map)
             self._files = files
         self._vectors.check(n_rows)
         self._codes.check(sealed)
@@ -209,7 +212,7 @@ class Collection:
         self._data_version = self._db.data_version()
 
     def _load_index(self, state: dict[str, Any] | None, sealed: int) -> None:
-        """Map the index folder named in the catalog (arrays are memory-mapped: nothing is read or rebuilt)."""
+        """Open the index folder named in the catalog: its arrays are read (or memory-mapped), never rebuilt."""
         if state is None:
             self._index, self._index_dir = None, None
             return
@@ -219,7 +222,7 @@ class Collection:
         assert cls is not None
         if state["rows"] > sealed:
             raise CorruptData(f"{self.path}: index covers {state['rows']} rows but only {sealed} are sealed")
-        arrays = load_arrays(self.path / state["dir"], state["arrays"])
+        arrays = load_arrays(self.path / state["dir"], state["arrays"], memory_map=self.memory_map)
         index = cls.from_arrays(state["rows"], state["params"], arrays)
         try:
             index.check()

@@ -127,13 +127,14 @@ def save_arrays(folder: Path, arrays: dict[str, np.ndarray]) -> int:
     return arrays_crc(arrays)
 
 
-def load_arrays(folder: Path, names: list[str]) -> dict[str, np.ndarray]:
-    """Arrays written by ``save_arrays``, memory-mapped read-only; CorruptData if one is missing or unreadable."""
+def load_arrays(folder: Path, names: list[str], *, memory_map: bool = True) -> dict[str, np.ndarray]:
+    """Arrays written by ``save_arrays``, read into memory or memory-mapped read-only; CorruptData if one is
+    missing or unreadable."""
     out = {}
     for name in names:
         path = folder / f"{name}.npy"
         try:
-            out[name] = np.load(path, mmap_mode="r")
+            out[name] = np.load(path, mmap_mode="r" if memory_map else None)
         except (OSError, ValueError) as exc:
             raise CorruptData(f"{path}: cannot read index array ({exc})") from exc
     return out

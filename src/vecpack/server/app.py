@@ -364,13 +364,16 @@ def _request_doc(model: type[_Body], binary: bool = False) -> dict[str, Any]:
 
 
 # -- the app --------------------------------------------------------------------------------------------------------
-def create_app(path: str | os.PathLike[str], *, limits: Limits = Limits(), auth: bool = True) -> FastAPI:
+def create_app(
+    path: str | os.PathLike[str], *, limits: Limits = Limits(), auth: bool = True, memory_map: bool = False
+) -> FastAPI:
     """A FastAPI app serving the database folder ``path`` (created if missing).
 
     ``auth`` True: every endpoint but ``/health`` needs an API key of ``<path>/.vecpack-keys.sqlite``
-    (``vecpack keys create``). The database is opened now and closed when the app shuts down.
+    (``vecpack keys create``). ``memory_map`` as in ``vecpack.connect``. The database is opened now and
+    closed when the app shuts down.
     """
-    state = ServerState(vecpack.connect(path), KeyStore(path) if auth else None, limits)
+    state = ServerState(vecpack.connect(path, memory_map=memory_map), KeyStore(path) if auth else None, limits)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
