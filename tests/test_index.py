@@ -14,6 +14,7 @@ from helpers import brute_force, flip_byte, recall
 from vecpack import CorruptData, InvalidInput, collection
 from vecpack.index.graph import GraphIndex
 from vecpack.index.ivf import IVFIndex
+from vecpack.search import prepare
 
 DIM = 32
 N = 3000
@@ -595,3 +596,24 @@ def test_ivf_nlist_larger_than_the_data_fails_optimize_cleanly(db, x):
         col.optimize()
     assert col.stats()["indexed_rows"] == 0 and col.search(x[9], 1)[0].id == "9"
     col.verify()
+
+
+def test_two_level_codec_on_a_graph_rescores_its_beam_without_widening_it(db, x, queries, monkeypatch):
+    """lvq4x8 on a graph: the beam is ef wide (not the codec's 100-candidate refine pool, which would
+    cost hops), and every beam row is re-scored with both levels before the best k are kept."""
+    col = build(db, "lvq", x, codec="lvq4x8")
+    calls = []
+    real = GraphIndex.search
+
+    def spy(self, q, probe, codes, live, k_out, knob, **kw):
+        calls.append((k_out, knob))
+        return real(self, q, probe, codes, live, k_out, knob, **kw)
+
+    monkeypatch.setattr(GraphIndex, "search", spy)
+    hits = col.search(queries[:3], K, ef=16)
+    assert calls == [(16, 16)]
+    codec, codes = col._codec, col._codes.view(N)
+    rows = np.array([[int(h.id) for h in r] for r in hits])
+    both_levels = codec.rescore(prepare(queries[:3], "cosine"), codes[rows])
+    np.testing.assert_allclose([[h.score for h in r] for r in hits], both_levels, rtol=1e-5)
+    assert recall(found_ids(col.search(queries, K, ef=64)), brute_force(x, queries, K, "cosine")) >= 0.9
