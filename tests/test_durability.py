@@ -162,6 +162,16 @@ def test_codes_and_index_resident_or_mapped(tmp_path, rng, memory_map):
         assert col.search(data[1550:1551], k=1)[0][0].id == "1550"
 
 
+def test_verify_reads_the_codes_file_not_the_resident_copy(stored, data):
+    root, folder = stored
+    with vecpack.connect(root) as db:
+        col = db.get_collection("docs")
+        col.search(data[:1], k=3)  # the codes are resident now
+        flip_byte(folder / "codes.bin", HEADER_SIZE + 10 * 40)
+        with pytest.raises(CorruptData, match=r"codes.bin: checksum mismatch in rows 0\.\.499"):
+            col.verify()
+
+
 WRITER = textwrap.dedent(
     """
     import sys, numpy as np, vecpack

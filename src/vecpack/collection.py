@@ -1054,7 +1054,7 @@ class Collection:
             }
 
     def verify(self) -> None:
-        """Check every checksum of the vector log, the codes and the index; raises CorruptData on a mismatch."""
+        """Check every checksum of the vector log, the codes and the index files; raises CorruptData on a mismatch."""
         with self._lock:
             self._refresh()
             for table, rows in (("batches", self._vectors), ("segments", self._codes)):
@@ -1062,8 +1062,10 @@ class Collection:
                     if rows.crc(row0, n) != crc:
                         raise CorruptData(f"{rows.path}: checksum mismatch in rows {row0}..{row0 + n - 1}")
             state = self._db.get_meta("index_state")
-            if self._index is not None and arrays_crc(self._index.arrays()) != state["crc"]:
-                raise CorruptData(f"{self.path / state['dir']}: index checksum mismatch")
+            if self._index is not None:  # the files, which the index was read from (or is mapped on)
+                stored = load_arrays(self.path / state["dir"], state["arrays"], memory_map=True)
+                if arrays_crc(stored) != state["crc"]:
+                    raise CorruptData(f"{self.path / state['dir']}: index checksum mismatch")
 
     # -- lifecycle ----------------------------------------------------------------------
     def close(self) -> None:

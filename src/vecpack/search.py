@@ -162,9 +162,8 @@ def _refined(
     codec: Codec, q: np.ndarray, codes: np.ndarray, scores: np.ndarray, rows: np.ndarray, width: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The best ``width`` of the candidates ``rows`` (m, r) by ``codec.rescore``, best first."""
-    valid = rows >= 0
-    fine = codec.rescore(q, codes[np.where(valid, rows, 0)])
-    fine[~valid] = -np.inf
-    order = np.argsort(-fine, axis=1, kind="stable")[:, :width]
-    picked = np.take_along_axis(rows, order, axis=1)
-    return np.where(picked >= 0, np.take_along_axis(fine, order, axis=1), -np.inf).astype(np.float32), picked
+    fine = codec.rescore(q, codes[np.maximum(rows, 0)])
+    heaps = new_heaps(q.shape[0], width)
+    merge_candidates(fine, rows, *heaps)  # skips rows < 0
+    sort_heaps(*heaps)
+    return heaps

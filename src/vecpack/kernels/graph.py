@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from vecpack.kernels.probe import AFFINE_IP, AFFINE_L2, kind_token, score_row
+from vecpack.kernels.probe import AFFINE_IP, AFFINE_L2, bytes_read, kind_token, score_row
 from vecpack.kernels.simd import prefetch_row
 from vecpack.kernels.topk import QUERY_CHUNK
 
@@ -104,6 +104,7 @@ def beam_search(kind_tok, qf, qw, codes, graph, entries, allow, pool_s, pool_r, 
     fresh = np.empty(3 * degree if filtered else degree, dtype=np.int64)
     hop = np.empty(degree, dtype=np.int64)
     visited = _new_visited(cap * degree + entries.shape[0])
+    n_read = bytes_read(kind_tok, qw, codes.shape[1] * codes.itemsize)
     n_visited = 0
     size = 0
     for e in entries:
@@ -133,7 +134,7 @@ def beam_search(kind_tok, qf, qw, codes, graph, entries, allow, pool_s, pool_r, 
                 n_visited += 1
                 fresh[n_new] = nb
                 n_new += 1
-                prefetch_row(codes, nb)
+                prefetch_row(codes, nb, n_read)
         for h in range(n_hop):  # ACORN-1: past rejected neighbours to theirs, until degree rows are found
             if n_new >= degree:
                 break
@@ -149,7 +150,7 @@ def beam_search(kind_tok, qf, qw, codes, graph, entries, allow, pool_s, pool_r, 
                     n_visited += 1
                     fresh[n_new] = nb2
                     n_new += 1
-                    prefetch_row(codes, nb2)
+                    prefetch_row(codes, nb2, n_read)
             while 2 * n_visited > visited.shape[0]:
                 visited = _grown(visited)
         while 2 * n_visited > visited.shape[0]:  # keep the table at most half full: probes stay short

@@ -110,6 +110,17 @@ def _nibbles(byte):
 
 
 @njit(cache=True, inline="always")
+def bytes_read(kind_tok, qw, row_bytes):
+    """How many leading bytes of a ``row_bytes`` code row ``score_row`` reads: the primary level of
+    LVQ rows (their residual is for re-scoring), the whole row for every other kind. Traversals
+    prefetch only these: a 4-bit LVQ row of 384 dims is 580 bytes, of which the walk reads 196."""
+    if len(kind_tok) == LVQ:
+        d = np.int64(qw[0])
+        return 4 + (d if np.int64(qw[1]) == 8 else (d + 1) // 2)
+    return row_bytes
+
+
+@njit(cache=True, inline="always")
 def score_row(kind_tok, qf, qw, code):
     """Similarity (float32) of the query described by (kind_token(kind), qf, qw) to one code row ``code``."""
     kind = len(kind_tok)

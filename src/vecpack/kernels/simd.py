@@ -211,8 +211,8 @@ def _prefetch_line(typingctx, arr, row, offset):
 
 
 @njit(cache=True, inline="always")
-def prefetch_row(arr, row):
-    """Start loading row ``row`` of a 2-D C-contiguous array into cache (a hint; no effect on results)."""
-    row_bytes = arr.shape[1] * arr.itemsize
-    for offset in range(0, row_bytes, 64):
+def prefetch_row(arr, row, n_bytes):
+    """Start loading the first ``n_bytes`` of row ``row`` of a 2-D C-contiguous array into cache
+    (a hint; no effect on results)."""
+    for offset in range(0, min(n_bytes, arr.shape[1] * arr.itemsize), 64):
         _prefetch_line(arr, np.int64(row), np.int64(offset))

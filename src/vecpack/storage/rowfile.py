@@ -99,8 +99,8 @@ class RowFile:
         return zlib.crc32(view)
 
     def crc(self, row0: int, n: int) -> int:
-        """crc32 of rows row0 .. row0+n-1 as stored."""
-        return zlib.crc32(memoryview(self.view(row0 + n, np.uint8)[row0:]))
+        """crc32 of rows row0 .. row0+n-1 as stored in the file (not the resident copy)."""
+        return zlib.crc32(memoryview(self._map_view(row0 + n, np.uint8)[row0:]))
 
     def view(self, n_rows: int, dtype: type = np.uint8) -> np.ndarray:
         """Read-only array (n_rows, row_bytes / itemsize) over the first n_rows rows (committed rows only)."""
@@ -108,6 +108,10 @@ class RowFile:
             out = self._load(n_rows)[:n_rows].view(dtype)
             out.flags.writeable = False
             return out
+        return self._map_view(n_rows, dtype)
+
+    def _map_view(self, n_rows: int, dtype: type) -> np.ndarray:
+        """``view`` through the file's mmap."""
         need = HEADER_SIZE + n_rows * self.row_bytes
         if self._map is None or need > self._mapped:
             size = os.fstat(self._fd).st_size
