@@ -10,8 +10,9 @@ parallel form (prefix-doubling batches, as in ParlayANN):
 2. reverse edges are grouped by target; each target (one thread each)
    appends its new in-neighbours, or re-prunes when the row would overflow.
 
-Build distances are exact squared L2 on float32 vectors; search scores come
-from the codec's probe (``kernels.probe.score_row``) over compressed codes.
+Searches score rows with a codec's probe (``kernels.probe.score_row``) over
+compressed codes (construction's searches over 8-bit codes of the vectors);
+pruning uses exact squared L2 on float32 vectors.
 """
 
 from __future__ import annotations
@@ -19,14 +20,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from vecpack.kernels.probe import AFFINE_IP, AFFINE_L2, bytes_read, kind_token, score_row
+from vecpack.kernels.probe import bytes_read, kind_token, score_row
 from vecpack.kernels.simd import prefetch_row
 from vecpack.kernels.topk import QUERY_CHUNK
 
-_NO_WORDS = np.zeros(1, dtype=np.uint64)
 _NO_ALLOW = np.zeros(0, dtype=np.uint8)
-_IP_TOKEN = kind_token(AFFINE_IP)
-_L2_TOKEN = kind_token(AFFINE_L2)
 
 
 # -- visited set: open addressing over int32 rows (-1 = empty slot) ------------------------------
@@ -267,29 +265,27 @@ def robust_prune(x, p, cand_r, cand_d, n_cand, alpha2, out):
 
 
 @njit(cache=True, parallel=True)
-def insert_batch(x, graph, entries, batch, ef, alpha2, degree, unit):
+def insert_batch(x, kind_tok, qf, qw, codes, graph, entries, batch, ef, alpha2, degree):
     """Search the graph for each row of ``batch`` and prune its pool: new out-rows int32 (len(batch), degree).
 
-    unit: the rows of x have unit norm, so the search ranks by inner product (|a - b|^2 = 2 - 2 <a, b>).
+    The search scores rows with the probe (kind_tok, qf[t], qw[t]) of batch row t over ``codes``
+    (8-bit codes of x: a quarter of float32's memory traffic); pruning ranks the expanded rows
+    by exact squared L2 on x.
     """
-    d = x.shape[1]
     new_out = np.full((batch.shape[0], degree), -1, dtype=np.int32)
     for t in prange(batch.shape[0]):
         p = batch[t]
-        qf = np.zeros(d + 1, dtype=np.float32) if unit else np.ones(2 * d, dtype=np.float32)
-        qf[:d] = x[p]
         pool_s = np.empty(ef, dtype=np.float32)
         pool_r = np.empty(ef, dtype=np.int64)
         exp_s = np.empty(2 * ef, dtype=np.float32)
         exp_r = np.empty(2 * ef, dtype=np.int64)
-        if unit:
-            _, n = beam_search(_IP_TOKEN, qf, _NO_WORDS, x, graph, entries, _NO_ALLOW, pool_s, pool_r, exp_s, exp_r)
-        else:
-            _, n = beam_search(_L2_TOKEN, qf, _NO_WORDS, x, graph, entries, _NO_ALLOW, pool_s, pool_r, exp_s, exp_r)
-        order = np.argsort(-exp_s[:n])
-        dist = np.float32(2.0) - np.float32(2.0) * exp_s[order] if unit else -exp_s[order]
+        _, n = beam_search(kind_tok, qf[t], qw[t], codes, graph, entries, _NO_ALLOW, pool_s, pool_r, exp_s, exp_r)
+        dist = np.empty(n, dtype=np.float32)
+        for i in range(n):
+            dist[i] = _sq_l2(x, p, exp_r[i])
+        order = np.argsort(dist)
         out = np.empty(degree, dtype=np.int64)
-        c = robust_prune(x, p, exp_r[order], dist, n, alpha2, out)
+        c = robust_prune(x, p, exp_r[:n][order], dist[order], n, alpha2, out)
         new_out[t, :c] = out[:c]
     return new_out
 
