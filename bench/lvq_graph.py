@@ -4,13 +4,13 @@ Target: LVQ-4x8 on a graph reaches recall@10 >= 0.95 at <= 0.5x the resident mem
 of the same graph over float32 codes, with higher QPS.
 
 One Vamana graph is built per dataset (``GraphIndex.build`` links rows by their
-float32 vectors whatever the codes, so every configuration searches the same
-graph) and searched through ``vecpack.search.search_rows`` (no float32 re-rank) over:
+vectors whatever the codes, so every configuration searches the same graph) and
+searched through ``vecpack.search.search_rows`` (no float32 re-rank) over:
 
 * ``float32``: exact codes;
 * ``lvq4x8``: what ``Collection.search`` does: the traversal scores the 4-bit primary
   level only (``LVQCodec.probe``), then the whole beam (max(ef, k) rows) is re-scored
-  with both levels (``LVQCodec.rescore``, no float32 vectors read) and the best k kept;
+  with both levels (``LVQCodec.refine_probe``, no float32 vectors read) and the best k kept;
 * ``lvq4``: the primary level alone, in rows without the residual bytes (196 instead of
   580 bytes at d = 384);
 * ``lvq4x8 split (emulated)``: primary and residual in separate arrays, as SVS stores
@@ -47,6 +47,7 @@ from vecpack.benchmark.timing import limit_threads, machine_info
 from vecpack.codecs import make_codec
 from vecpack.datasets import Dataset, load_dataset
 from vecpack.index import GraphIndex
+from vecpack.kernels.lvq import refine_rows
 from vecpack.metrics import exact_knn, recall_at_k
 from vecpack.search import prepare, search_rows
 
@@ -103,11 +104,9 @@ def qps_at(points: list[dict[str, float]], target: float = TARGET) -> float | No
 
 
 def top_k_rescored(codec: Any, q: np.ndarray, codes: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """The k best of candidate rows int64 (m, r) (-1 = none) by ``codec.rescore`` (both levels): int64 (m, k)."""
-    scores = codec.rescore(q, codes[np.maximum(rows, 0)])
-    scores[rows < 0] = -np.inf
-    best = np.argsort(-scores, axis=1, kind="stable")[:, :K]
-    return np.take_along_axis(rows, best, axis=1)
+    """The k best of candidate rows int64 (m, r) (-1 = none) scored on both levels, as ``search_rows`` does."""
+    fine = codec.refine_probe(codec.probe(q))
+    return refine_rows(fine.kind, fine.qf, fine.qw, fine.view(codes), rows, K)[1]
 
 
 def run(dataset: str, ds: Dataset, out_dir: Path) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from vecpack.index.base import Index
 from vecpack.index.flat import scan_codes, scan_exact
 from vecpack.kernels.exact import COSINE, IP, L2, rescore
 from vecpack.kernels.ivf import subset_scan
+from vecpack.kernels.lvq import refine_rows
 from vecpack.kernels.probe import kind_token
 from vecpack.kernels.topk import merge_candidates, new_heaps, sort_heaps
 
@@ -81,9 +82,11 @@ def search_rows(
         else:
             pool = max(width, refine)
             knob = index.check_knob(knob, pool)
-        found = index.search(q, codec.probe(q), codes[:indexed], live, pool, knob, filtered=filtered)
+        probe = codec.probe(q)
+        found = index.search(q, probe, codes[:indexed], live, pool, knob, filtered=filtered)
         if refine:  # a two-level codec: the index ranked by its first level; re-score with both
-            found = _refined(codec, q, codes, *found, width)
+            fine = codec.refine_probe(probe)
+            found = refine_rows(fine.kind, fine.qf, fine.qw, fine.view(codes), found[1], width)
         if indexed == vectors.shape[0] and not rerank:  # the index holds every row: its answer is final
             return found[0][:, :k], found[1][:, :k]
     heaps = new_heaps(q.shape[0], width)
@@ -156,14 +159,3 @@ def _finish(
         merge_candidates(exact, candidates, *heaps)
     sort_heaps(*heaps)
     return heaps[0][:, :k], heaps[1][:, :k]
-
-
-def _refined(
-    codec: Codec, q: np.ndarray, codes: np.ndarray, scores: np.ndarray, rows: np.ndarray, width: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The best ``width`` of the candidates ``rows`` (m, r) by ``codec.rescore``, best first."""
-    fine = codec.rescore(q, codes[np.maximum(rows, 0)])
-    heaps = new_heaps(q.shape[0], width)
-    merge_candidates(fine, rows, *heaps)  # skips rows < 0
-    sort_heaps(*heaps)
-    return heaps

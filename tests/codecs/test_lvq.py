@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from vecpack.codecs import load_codec, make_codec, save_codec
 from vecpack.codecs.lvq import DECODE_BATCH
 from vecpack.errors import InvalidInput, UnknownSpec
-from vecpack.kernels.lvq import probe_rescore
+from vecpack.kernels.lvq import probe_rescore, refine_rows
 from vecpack.kernels.topk import new_heaps, sort_heaps
 
 LVQ_SPECS = ["lvq8", "lvq4", "lvq4x4", "lvq4x8"]
@@ -222,6 +222,34 @@ def test_rescore_uses_both_levels(x, rng, spec, metric):
     if LEVELS[spec][1] == 0:
         primary = np.take_along_axis(probe_scores(codec.probe(q), len(q), codes), cand, axis=1)
         np.testing.assert_array_equal(got, primary)
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+@pytest.mark.parametrize("spec", ["lvq4x4", "lvq4x8", "pca16,lvq4x8"])
+def test_refine_rows_ranks_candidates_where_they_lie_by_both_levels(x, rng, spec, metric):
+    """What search_rows does after a graph walk: refine_probe(probe(q)) scores the candidate rows in place,
+    -1 candidates are skipped, and the best ``width`` come back best first, equal to ``rescore``."""
+    codec = make_codec(spec, x.shape[1], metric).fit(x)
+    codes = codec.encode(x)
+    q = queries(rng, x, 4)
+    cand = rng.permutation(len(x))[:80].reshape(4, 20)
+    cand[1, 5:] = -1  # a query with only 5 candidates
+    fine = codec.refine_probe(codec.probe(q))
+    scores, rows = refine_rows(fine.kind, fine.qf, fine.qw, fine.view(codes), cand, 8)
+    want = codec.rescore(q, codes[np.maximum(cand, 0)])
+    want[cand < 0] = -np.inf
+    order = np.argsort(-want, axis=1, kind="stable")[:, :8]
+    np.testing.assert_array_equal(rows[[0, 2, 3]], np.take_along_axis(cand, order, axis=1)[[0, 2, 3]])
+    np.testing.assert_allclose(scores[[0, 2, 3]], np.take_along_axis(want, order, axis=1)[[0, 2, 3]], rtol=1e-6)
+    assert set(rows[1, :5]) == set(cand[1, :5]) and (rows[1, 5:] == -1).all() and np.isneginf(scores[1, 5:]).all()
+
+
+@pytest.mark.parametrize("spec", ["lvq4", "lvq8", "int4"])
+def test_one_level_codecs_have_no_refine_probe(x, spec):
+    codec = make_codec(spec, x.shape[1], "ip").fit(x)
+    assert codec.refine_pool(10) == 0
+    with pytest.raises(NotImplementedError, match="does not refine"):
+        codec.refine_probe(codec.probe(x[:2]))
 
 
 def test_rescore_rejects_bad_shapes(data):

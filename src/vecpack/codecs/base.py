@@ -202,6 +202,11 @@ class Codec(ABC):
         from the whole code; only codecs with a ``refine_pool`` implement it."""
         raise NotImplementedError(f"codec {self.spec!r} does not refine candidates")
 
+    def refine_probe(self, probe: Probe) -> Probe:
+        """The probe that scores whole codes (what ``rescore`` computes), made from ``probe(q)``'s without
+        redoing the query's work; only codecs with a ``refine_pool`` implement it."""
+        raise NotImplementedError(f"codec {self.spec!r} does not refine candidates")
+
     def state(self) -> dict[str, np.ndarray]:
         """Trained parameters as named arrays (empty for parameter-free codecs)."""
         return {}

@@ -75,6 +75,9 @@ class ChainCodec(Codec):
     def rescore(self, q, codes):
         return self.codec.rescore(self.forward_query(q), codes)
 
+    def refine_probe(self, probe):
+        return self.codec.refine_probe(probe)
+
     def default_rerank(self, k: int) -> int:
         inner = self.codec.default_rerank(k)
         return inner if self.lossless_transforms else max(inner, 10 * k, 100)

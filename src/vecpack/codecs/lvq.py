@@ -133,6 +133,14 @@ class LVQCodec(Codec):
         p = self._probe(q, full=True)
         return probe_rescore(p.kind, p.qf, p.qw, codes)
 
+    def refine_probe(self, probe: Probe) -> Probe:
+        """``probe.LVQ_FULL`` from the primary probe: the same qf, the residual's bits in qw."""
+        if not self.residual_bits:
+            return super().refine_probe(probe)
+        qw = probe.qw.copy()
+        qw[:, 1] = self.residual_bits
+        return Probe(LVQ_FULL, probe.qf, qw, np.uint8)
+
     def refine_pool(self, k: int) -> int:
         return max(10 * k, 100) if self.residual_bits else 0
 

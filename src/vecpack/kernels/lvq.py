@@ -217,3 +217,38 @@ def probe_rescore(kind, qf, qw, codes):
     else:
         _rescore_parallel(tok, qf, qw, codes, out)
     return out
+
+
+@njit(cache=True, fastmath=True)
+def _refine_query(kind_tok, qf, qw, codes, rows, out_s, out_r):
+    """refine_rows for one query: candidate rows (r,) into its best len(out_s), best first."""
+    scores = np.full(rows.shape[0], -np.inf, dtype=np.float32)
+    for t in range(rows.shape[0]):
+        if rows[t] >= 0:
+            scores[t] = score_row(kind_tok, qf, qw, codes[rows[t]])
+    order = np.argsort(-scores)
+    for t in range(min(out_s.shape[0], rows.shape[0])):
+        if scores[order[t]] == -np.inf:
+            break
+        out_s[t] = scores[order[t]]
+        out_r[t] = rows[order[t]]
+
+
+@njit(cache=True)
+def _refine_queries(kind_tok, qf, qw, codes, rows, out_s, out_r):
+    for i in range(rows.shape[0]):
+        _refine_query(kind_tok, qf[i], qw[i], codes, rows[i], out_s[i], out_r[i])
+
+
+def refine_rows(kind, qf, qw, codes, rows, width):
+    """The best ``width`` of each query's candidate rows (m, r) (-1 = none), scored with ``score_row`` on the
+    rows of ``codes`` where they lie: scores float32 / rows int64 (m, width), best first, (-inf, -1) padded.
+
+    What a two-level codec's index search ends with (``Codec.refine_probe``): one call, no gather of the
+    candidates' codes, no heap merges.
+    """
+    m = rows.shape[0]
+    out_s = np.full((m, width), -np.inf, dtype=np.float32)
+    out_r = np.full((m, width), -1, dtype=np.int64)
+    _refine_queries(kind_token(kind), qf, qw, codes, np.ascontiguousarray(rows, dtype=np.int64), out_s, out_r)
+    return out_s, out_r
