@@ -173,4 +173,9 @@ def test_sorted_rows_agree_with_reference(records, where, split):
         column.extend(hi, [(i, v) for i in range(lo, hi) if (v := _lookup(records[i], node.path)) is not _MISSING])
         rows = column.sorted_rows(node.op, node.value)
         if rows is not None:
-            assert sorted(rows.tolist()) == [i for i in range(hi) if matches(node, records[i])]
+            expected = [i for i in range(hi) if matches(node, records[i])]
+            assert sorted(rows.tolist()) == expected
+            # past max_rows matches it declines (the caller takes the mask path), and only then
+            if expected:
+                assert column.sorted_rows(node.op, node.value, max_rows=len(expected) - 1) is None
+            assert sorted(column.sorted_rows(node.op, node.value, max_rows=len(expected)).tolist()) == expected

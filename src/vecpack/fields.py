@@ -19,6 +19,11 @@ import numpy as np
 from vecpack.filters import Column, Cond, Filter, evaluate, paths
 from vecpack.storage.catalog import Catalog
 
+#: above this fraction of the rows, a filter's matches are found by one vectorised pass over the column
+#: (``mask``) rather than gathered by binary search and scattered into a bitmap: at 1M rows, 1% / 10% / 50%
+#: matching took 0.09 / 0.54 / 3.6 ms by binary search and 0.32 / 0.33 / 0.44 ms by the pass
+ROWS_FRACTION = 1 / 16
+
 
 class FieldColumns:
     """The columns of a collection's indexed fields, kept up to date with its rows."""
@@ -47,10 +52,12 @@ class FieldColumns:
 
     def indexed_rows(self, node: Filter) -> np.ndarray | None:
         """Rows (unordered, deleted ones included) passing a single condition on an indexed field, by binary
-        search (``Column.sorted_rows``); None when the filter needs the mask path (``mask``)."""
+        search (``Column.sorted_rows``); None when the filter needs the mask path (``mask``), or when more
+        than ROWS_FRACTION of the rows pass it, for which the mask path is faster."""
         if not isinstance(node, Cond) or node.path not in self._columns:
             return None
-        return self._columns[node.path].sorted_rows(node.op, node.value)
+        column = self._columns[node.path]
+        return column.sorted_rows(node.op, node.value, max_rows=int(ROWS_FRACTION * column.n))
 
     def mask(self, catalog: Catalog, node: Filter, n_rows: int) -> np.ndarray:
         """bool (n_rows,): rows whose metadata passes ``node`` (deleted rows included: AND with the live mask)."""

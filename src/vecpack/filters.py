@@ -327,11 +327,12 @@ class Column:
         with np.errstate(invalid="ignore"):
             return (self.kind == NUMBER) & compare(self.num, float(value))
 
-    def sorted_rows(self, op: str, value: Any) -> np.ndarray | None:
+    def sorted_rows(self, op: str, value: Any, max_rows: int | None = None) -> np.ndarray | None:
         """Rows (unique, in no particular order) passing ``op value`` for $eq/$in (any scalar) and ranges on
         numbers, found by binary search in a copy of the column sorted by (kind, value): cost grows with the
-        matches, not the rows. None for the other operators (use the mask ones). The sorted copy is rebuilt
-        after rows are added."""
+        matches, not the rows. None for the other operators (use the mask ones), and when more than
+        ``max_rows`` rows match (counted before any is copied). The sorted copy is rebuilt after rows are
+        added."""
         if op not in ("$eq", "$in", "$gt", "$gte", "$lt", "$lte") or (op not in ("$eq", "$in") and
                                                                        isinstance(value, str)):
             return None
@@ -355,6 +356,8 @@ class Column:
             start = a + np.searchsorted(keys[a:b], key, lo) if lo else a
             end = a + np.searchsorted(keys[a:b], key, hi) if hi else b
             parts.append(order[start:end])
+        if max_rows is not None and sum(p.size for p in parts) > max_rows:
+            return None
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)  # parts are disjoint
 
     def contains(self, value: Any) -> np.ndarray:
