@@ -5,29 +5,22 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from vecpack.kernels.kmeans import LANES, ROW_BLOCK, nearest_centroid
 from vecpack.kernels.topk import heap_replace_top
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True)
 def pq_encode(x, centroids):
     """Codes uint8 (n, M): nearest of the K <= 256 centroids (M, K, ds) in each subspace of x (n, M*ds)."""
     n = x.shape[0]
     n_sub, k, ds = centroids.shape
+    centroids_t = np.ascontiguousarray(centroids.transpose((0, 2, 1)))  # (M, ds, K): centroids innermost
     codes = np.empty((n, n_sub), dtype=np.uint8)
-    for i in prange(n):
-        for m in range(n_sub):
-            base = m * ds
-            best = np.inf
-            arg = 0
-            for c in range(k):
-                dd = np.float32(0.0)
-                for j in range(ds):
-                    diff = x[i, base + j] - centroids[m, c, j]
-                    dd += diff * diff
-                if dd < best:
-                    best = dd
-                    arg = c
-            codes[i, m] = arg
+    for b in prange((n + ROW_BLOCK - 1) // ROW_BLOCK):
+        scratch = np.empty(k + LANES, dtype=np.float32)
+        for i in range(b * ROW_BLOCK, min(n, (b + 1) * ROW_BLOCK)):
+            for m in range(n_sub):
+                codes[i, m] = nearest_centroid(x, i, m * ds, centroids_t[m], scratch)[0]
     return codes
 
 
