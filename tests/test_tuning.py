@@ -54,13 +54,14 @@ def test_budget_per_vector_subtracts_the_index_and_live_mask():
     assert tuning.bytes_per_vector(tuning.check_settings({"bytes_per_vector": 12}), 10**9, 64) == 12
 
 
-def test_tuner_picks_the_fastest_config_that_reaches_the_target(rng):
+def test_tuner_picks_the_fastest_config_that_reaches_the_target_near_the_best(rng):
     x = prepare(clustered(rng, 4000), "cosine")
     spec, report = tuning.tune(x, "cosine", 32, 0.9)
     assert spec == report["chosen"]
     chosen = next(c for c in report["candidates"] if c["spec"] == spec)
     assert chosen["bytes_per_vector"] <= 32
-    reached = [c for c in report["candidates"] if c["recall"] >= 0.9]
+    best = max(c["recall"] for c in report["candidates"])
+    reached = [c for c in report["candidates"] if c["recall"] >= max(0.9, best - tuning.RECALL_SLACK)]
     if reached:
         assert chosen["qps"] == max(c["qps"] for c in reached)
     else:
