@@ -7,11 +7,9 @@ from numba import njit, prange
 
 ASSIGN_BLOCK = 16384  # rows per matrix product in ``assign`` (bounds the (block, k) score matrix)
 #: up to this many dimensions ``assign`` loops in numba instead of a BLAS product: for PQ's sub-spaces
-#: (4 dims, 256 centroids, 10k rows) the product's (n, k) temporaries cost 7x the loop
+#: (4 dims, 256 centroids, 10k rows) the product's (n, k) temporaries and argmin cost more than the loop
 SMALL_DIM = 16
 ROW_BLOCK = 1024  # rows per task of the numba assignment
-
-
 LANES = 16  # float32 lanes of one AVX-512 register
 
 
