@@ -42,6 +42,7 @@ from vecpack.fields import FieldColumns
 from vecpack.index import INDEX_KINDS, Index
 from vecpack.index.base import arrays_crc, load_arrays, save_arrays
 from vecpack.index.graph import DEFAULTS as GRAPH_DEFAULTS
+from vecpack.kernels.rowset import ascending
 from vecpack.search import prepare
 from vecpack.selection import Selection, filter_groups, run_plan
 from vecpack.storage.catalog import Catalog
@@ -813,8 +814,8 @@ class Collection:
         if code is None:
             if node is None:
                 return Selection(self._n_rows)
-            if passing is not None:
-                return Selection(self._n_rows, rows=passing[self._live[passing] != 0])
+            if passing is not None:  # its live rows, sorted on the way (``kernels.rowset``)
+                return Selection(self._n_rows, rows=ascending(passing, self._n_rows, self._live), ordered=True)
             return Selection(self._n_rows, mask=self._filter_mask(node))
         self._tenant_rows.sync(self._db, self._n_rows, self._files)
         rows = self._tenant_rows.rows(code)

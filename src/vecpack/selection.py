@@ -16,19 +16,23 @@ import numpy as np
 from vecpack import filters
 from vecpack.errors import InvalidInput
 from vecpack.index.base import Index
+from vecpack.kernels.rowset import ascending
 from vecpack.planner import Plan
 from vecpack.search import search_rows, search_subset
 
 
 class Selection:
-    """Live rows in scope, as ``rows`` (unique ints, any order) or ``mask`` (bool, one per row); neither = every
-    live row. Sorting is left to ``rows()``: an index plan only needs the mask, scattered from the rows."""
+    """Live rows in scope, as ``rows`` (unique ints, ascending if ``ordered``) or ``mask`` (bool, one per row);
+    neither = every live row. Sorting is left to ``rows()``: an index plan only needs the mask, scattered from
+    the rows."""
 
-    def __init__(self, n_rows: int, *, rows: np.ndarray | None = None, mask: np.ndarray | None = None) -> None:
+    def __init__(
+        self, n_rows: int, *, rows: np.ndarray | None = None, mask: np.ndarray | None = None, ordered: bool = False
+    ) -> None:
         self.n_rows = n_rows
         self._rows = rows
         self._mask = mask
-        self._sorted = False
+        self._sorted = ordered
 
     @property
     def everything(self) -> bool:
@@ -42,7 +46,7 @@ class Selection:
         if self._rows is None:
             self._rows = np.flatnonzero(self._mask)
         elif not self._sorted:
-            self._rows = np.sort(self._rows)
+            self._rows = ascending(self._rows, self.n_rows)
         self._sorted = True
         return self._rows.astype(np.int64, copy=False)
 
