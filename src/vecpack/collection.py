@@ -818,13 +818,14 @@ class Collection:
                 return Selection(self._n_rows, rows=ascending(passing, self._n_rows, self._live), ordered=True)
             return Selection(self._n_rows, mask=self._filter_mask(node))
         self._tenant_rows.sync(self._db, self._n_rows, self._files)
+        if passing is not None:  # cost grows with the filter's matches, whatever the tenant's size
+            rows = ascending(self._tenant_rows.owned(code, passing), self._n_rows, self._live)
+            return Selection(self._n_rows, rows=rows, ordered=True)
         rows = self._tenant_rows.rows(code)
         rows = rows[self._live[rows] != 0]
-        if passing is not None:
-            rows = np.intersect1d(rows, passing, assume_unique=True)
-        elif node is not None:
+        if node is not None:
             rows = rows[self._filter_mask(node)[rows]]
-        return Selection(self._n_rows, rows=rows)
+        return Selection(self._n_rows, rows=rows, ordered=True)
 
     def create_tenant(self, name: str) -> None:
         """Register a tenant (``add`` / ``upsert`` also create theirs); Conflict if it exists."""

@@ -63,6 +63,10 @@ class TenantRows:
             found = self._rows[code] = np.flatnonzero(self._owner == code).astype(np.int32)
         return found
 
+    def owned(self, code: int, rows: np.ndarray) -> np.ndarray:
+        """Those of ``rows`` (covered by the last ``sync``) that tenant ``code`` wrote, in their order."""
+        return rows[self._owner[rows] == code]
+
     def drop(self, code: int) -> None:
         """Forget the row list of tenant ``code`` (deactivation); rebuilt on next use."""
         self._rows.pop(code, None)
