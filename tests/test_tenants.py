@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+from unittest.mock import patch
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import vecpack
-from vecpack import Conflict, InvalidInput, NotFound
+from vecpack import Conflict, CorruptData, InvalidInput, NotFound, collection, planner
 from vecpack.filters import matches, parse
+from vecpack.metrics import exact_knn
+from vecpack.tenant_clusters import CANDIDATES_PER_RESULT, TenantClusters
 
 DIM = 8
 TENANTS = ["acme", "globex", "initech"]
@@ -31,8 +36,18 @@ def vector(tenant: str, id: str, version: int) -> np.ndarray:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(op, min_size=1, max_size=25), st.sampled_from(["flat", "graph"]))
+@given(st.lists(op, min_size=1, max_size=25), st.sampled_from(["flat", "graph", "clusters"]))
 def test_tenants_never_see_each_other(ops, index):
+    """"clusters": a graph index built from 4 rows, and every tenant searched through its postings in the shared
+    clusters (``tenant_clusters``) however small."""
+    with ExitStack() as patches:
+        if index == "clusters":
+            patches.enter_context(patch.object(collection, "MIN_INDEX_ROWS", 4))
+            patches.enter_context(patch.object(planner, "EXACT_ROWS", 0))
+        interleave(ops, "graph" if index == "clusters" else index)
+
+
+def interleave(ops, index: str) -> None:
     model: dict[str, dict[str, dict]] = {t: {} for t in TENANTS}
     with vecpack.connect() as db:
         col = db.create_collection("c", dim=DIM, codec="float32", index=index, seal_rows=4, multi_tenant=True)
@@ -144,3 +159,77 @@ def test_tenant_lifecycle_and_bad_input(tmp_path):
     with vecpack.connect(tmp_path / "db") as db:  # reopened: tenants and their records persist
         col = db.get_collection("mt")
         assert col.multi_tenant and [r.id for r in col.get(tenant="globex")] == ["a"]
+
+
+def test_large_tenants_search_their_own_postings_in_shared_clusters(tmp_path, monkeypatch):
+    """A tenant above EXACT_ROWS is searched through its rows in the shared clusters nearest the query: every
+    hit its own, deleted rows never, rows added after optimize() found at once; the clusters persist, follow
+    compaction, and their postings leave memory with a deactivated tenant."""
+    monkeypatch.setattr(planner, "EXACT_ROWS", 200)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3000, DIM)).astype(np.float32)
+    owner = rng.choice(2, size=3000, p=[0.8, 0.2])
+    q = rng.normal(size=(20, DIM)).astype(np.float32)
+    with vecpack.connect(tmp_path / "db") as db:
+        col = db.create_collection("mt", dim=DIM, metric="l2", codec="float32", index="graph", multi_tenant=True)
+        for t in range(2):
+            rows = np.flatnonzero(owner == t)
+            col.add([str(r) for r in rows], x[rows], tenant=f"t{t}")
+        col.optimize()
+        assert col.explain(10, tenant="t0")["plan"] == "clusters"
+        col.delete([str(r) for r in np.flatnonzero(owner == 0)[:3]], tenant="t0")
+        far = np.full((1, DIM), 50.0, np.float32)  # a row added after optimize() is found at once
+        col.add(["new"], far, tenant="t0")
+        assert col.search(far[0] - 1, 1, tenant="t0")[0].id == "new"
+
+        def check_tenants(col):
+            for t in range(2):
+                rows = [r for r in np.flatnonzero(owner == t) if f"{r}" in {h.id for h in col.get(tenant=f"t{t}")}]
+                hits = col.search(q, 10, tenant=f"t{t}")
+                truth = np.asarray(rows)[exact_knn(x[rows], q, 10, "l2")[0]]
+                found = [{int(h.id) for h in hs if h.id != "new"} for hs in hits]
+                assert all(len(hs) == 10 for hs in hits)
+                assert all(f <= set(rows) for f in found)  # only this tenant's live rows
+                # small data: the CANDIDATES_PER_RESULT * k nearest rows cover whole clusters, so recall is high
+                assert np.mean([len(f & set(tr)) / 10 for f, tr in zip(found, truth, strict=True)]) >= 0.9
+
+        check_tenants(col)
+        assert col.stats()["tenant_bytes"] > 0
+    with vecpack.connect(tmp_path / "db") as db:  # reopened: the clusters come back from the index folder
+        col = db.get_collection("mt")
+        assert col._clusters is not None and col._clusters.rows == col.stats()["indexed_rows"]
+        check_tenants(col)
+        col.delete([str(r) for r in np.flatnonzero(owner == 0)[3::2]], tenant="t0")
+        col.optimize(compact=True)
+        assert col._clusters.rows == col.stats()["indexed_rows"] == len(col)
+        owner_alive = col.count(tenant="t0")
+        assert owner_alive == col.explain(10, tenant="t0")["matches"]
+        before = col.stats()["tenant_bytes"]
+        col.deactivate_tenant("t0")
+        assert col.stats()["tenant_bytes"] < before
+
+
+def test_postings_visit_the_nearest_clusters_first():
+    centroids = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]], np.float32)
+    labels = np.repeat(np.arange(4), 1000).astype(np.int32)
+    clusters = TenantClusters(centroids, labels)
+    mine = np.arange(0, 4000, 2)  # 500 rows in each cluster
+    postings = clusters.postings(7, mine)
+    q = np.array([9.0, 1.0], np.float32)
+    picked = postings.candidates(q, width=1)  # CANDIDATES_PER_RESULT rows, 3 sqrt(4) = 6 clusters: all of them
+    assert set(picked.tolist()) == set(mine.tolist())
+    assert set(picked[:500].tolist()) == set(range(1000, 2000, 2))  # cluster 1, nearest, first
+    assert clusters.postings(7, mine[:3]) is postings  # cached per tenant until forgotten
+    clusters.forget(7)
+    assert clusters.postings(7, mine[:3]).rows.size == 3
+    assert CANDIDATES_PER_RESULT >= 10
+
+
+def test_corrupt_tenant_clusters_are_refused():
+    with pytest.raises(CorruptData, match="tenant clusters"):
+        TenantClusters.from_arrays(5, {"tenant_centroids": np.zeros((2, 3), np.float32),
+                                       "tenant_labels": np.array([0, 1, 2, 0, 0], np.int32)})
+    with pytest.raises(CorruptData, match="tenant clusters"):
+        TenantClusters.from_arrays(4, {"tenant_centroids": np.zeros((2, 3), np.float32),
+                                       "tenant_labels": np.zeros(5, np.int32)})
+    assert TenantClusters.from_arrays(4, {"graph": np.zeros(1)}) is None

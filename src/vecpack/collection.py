@@ -48,6 +48,7 @@ from vecpack.selection import Selection, filter_groups, run_plan
 from vecpack.storage.catalog import Catalog
 from vecpack.storage.files import write_atomic
 from vecpack.storage.rowfile import RowFile
+from vecpack.tenant_clusters import TenantClusters
 from vecpack.tuning import MIN_TUNE_ROWS, bytes_per_vector, check_settings, tune
 
 VECTORS_MAGIC = b"VPKVEC01"
@@ -117,6 +118,7 @@ class Collection:
         self._index_dir: str | None = None
         self._fields = FieldColumns()
         self._tenant_rows = tenants.TenantRows()
+        self._clusters: TenantClusters | None = None  # a multi-tenant index's shared clustering
         self._tenant_codes: dict[str, tuple[int, bool]] = {}  # name -> (code, active), cleared on every change
         self._indexed_fields: list[tuple[str, ...]] | None = None  # paths of the field indexes; None = reread
         try:
@@ -215,7 +217,7 @@ class Collection:
     def _load_index(self, state: dict[str, Any] | None, sealed: int) -> None:
         """Open the index folder named in the catalog: its arrays are read (or memory-mapped), never rebuilt."""
         if state is None:
-            self._index, self._index_dir = None, None
+            self._index, self._index_dir, self._clusters = None, None, None
             return
         if state["dir"] == self._index_dir:
             return
@@ -227,9 +229,10 @@ class Collection:
         index = cls.from_arrays(state["rows"], state["params"], arrays)
         try:
             index.check()
+            clusters = TenantClusters.from_arrays(state["rows"], arrays)
         except CorruptData as exc:
             raise CorruptData(f"{self.path / state['dir']}: {exc}") from exc
-        self._index, self._index_dir = index, state["dir"]
+        self._index, self._index_dir, self._clusters = index, state["dir"], clusters
 
     def _verify_tail(self, table: str, rows: RowFile) -> None:
         last = self._db.last_range(table)
@@ -366,7 +369,7 @@ class Collection:
         cls = INDEX_KINDS[self.index_kind]
         with self._lock:
             self._refresh()
-            old, old_dir, sealed = self._index, self._index_dir, self._sealed
+            old, old_dir, sealed, clusters = self._index, self._index_dir, self._sealed, self._clusters
             if cls is None or sealed == (old.rows if old else 0) or sealed < MIN_INDEX_ROWS:
                 return
             live = self._live[:sealed].copy()
@@ -375,18 +378,21 @@ class Collection:
         vectors = prepare(stored, self.metric)
         params = {**self.index_params, "metric": self._codec_metric}
         new = old.extend(vectors, codes, live) if old else cls.build(vectors, codes, live, params)
-        self._commit_index(new, expect_dir=old_dir)
+        if self.multi_tenant:
+            clusters = clusters.extend(vectors) if clusters else TenantClusters.build(vectors, live)
+        self._commit_index(new, clusters, expect_dir=old_dir)
 
-    def _save_index(self, index: Index) -> dict[str, Any]:
-        """Write the index to a new folder; returns the catalog's ``index_state`` naming it."""
+    def _save_index(self, index: Index, clusters: TenantClusters | None) -> dict[str, Any]:
+        """Write the index (and a multi-tenant collection's clusters) to a new folder; returns the catalog's
+        ``index_state`` naming it."""
         folder = f"index-{uuid.uuid4().hex[:12]}"
-        arrays = index.arrays()
+        arrays = index.arrays() | (clusters.arrays() if clusters is not None else {})
         crc = save_arrays(self.path / folder, arrays)
         return {"dir": folder, "rows": index.rows, "crc": crc, "params": index.params, "arrays": sorted(arrays)}
 
-    def _commit_index(self, index: Index, expect_dir: str | None) -> None:
+    def _commit_index(self, index: Index, clusters: TenantClusters | None, expect_dir: str | None) -> None:
         """Write the index to a new folder and point the catalog at it (unless another writer moved on)."""
-        new_state = self._save_index(index)
+        new_state = self._save_index(index, clusters)
         with self._write():
             state = self._db.get_meta("index_state")
             if (state["dir"] if state else None) != expect_dir:
@@ -430,7 +436,8 @@ class Collection:
                 live = self._live[:n_rows]
                 index = self._index.compact(prepare(old_vectors[: self._index.rows], self.metric), old_codes, live,
                                             keep)
-                index_state = self._save_index(index)
+                clusters = self._clusters.compact(keep) if self._clusters is not None else None
+                index_state = self._save_index(index, clusters)
             self._db.renumber(keep)
             self._db.set_meta(n_rows=int(keep.size), sealed_rows=int(keep_sealed.size), generation=gen,
                               vectors_file=files[0], codes_file=files[1], index_state=index_state)
@@ -523,6 +530,8 @@ class Collection:
             self._codec = codec
         for code in forget:
             self._tenant_rows.drop(code)
+            if self._clusters is not None:
+                self._clusters.forget(code)
         self._tenant_codes.clear()
         self._indexed_fields = None
         self._data_version = self._db.data_version()
@@ -734,7 +743,8 @@ class Collection:
         rows = np.full((q.shape[0], k), -1, dtype=np.int64)
         for (_, picked), selection in zip(groups, selections, strict=True):
             matches = None if selection.everything else selection.count()
-            plan = planner.choose(matches, n_live, max(k, arrays["rerank"]), index, knob)
+            plan = planner.choose(matches, n_live, max(k, arrays["rerank"]), index, knob,
+                                  clustered=selection.postings is not None)
             scores[picked], rows[picked] = run_plan(plan, q[picked], k, selection, live, index, arrays)
         return scores, rows
 
@@ -761,7 +771,8 @@ class Collection:
             selection = self._select(self._tenant(tenant), node)
             matches = None if selection.everything else selection.count()
             width = max(k, self._codec.default_rerank(k) if not self._codec.exact else 0)
-            plan = planner.choose(matches, self._n_live, width, self._index, knob)
+            plan = planner.choose(matches, self._n_live, width, self._index, knob,
+                                  clustered=selection.postings is not None)
             indexed = {".".join(p): self._fields.indexed(p) for p in (filters.paths(node) if node else ())}
         out = plan.as_dict()
         out["plan"] = out.pop("kind")
@@ -821,8 +832,12 @@ class Collection:
         if passing is not None:  # cost grows with the filter's matches, whatever the tenant's size
             rows = ascending(self._tenant_rows.owned(code, passing), self._n_rows, self._live)
             return Selection(self._n_rows, rows=rows, ordered=True)
-        rows = self._tenant_rows.rows(code)
-        rows = rows[self._live[rows] != 0]
+        every = self._tenant_rows.rows(code)
+        if node is None and self._clusters is not None and every.size > planner.EXACT_ROWS:  # Curator-style
+            tail = every[np.searchsorted(every, self._clusters.rows) :].astype(np.int64)
+            return Selection(self._n_rows, among=every, live=self._live, postings=self._clusters.postings(code, every),
+                             tail=tail[self._live[tail] != 0])
+        rows = every[self._live[every] != 0]
         if node is not None:
             rows = rows[self._filter_mask(node)[rows]]
         return Selection(self._n_rows, rows=rows, ordered=True)
@@ -1031,6 +1046,7 @@ class Collection:
             index = self._index
             index_bytes = index.nbytes if index is not None else 0
             own_codes = index.rows if index is not None and index.kind == "ivf" else 0
+            clusters_bytes = self._clusters.nbytes if self._clusters is not None else 0
             return {
                 "name": self.name,
                 "n": self._n_live,
@@ -1047,10 +1063,10 @@ class Collection:
                 "indexed_rows": index.rows if index is not None else 0,
                 "index_bytes": index_bytes,
                 "field_index_bytes": self._fields.nbytes,
-                "tenant_bytes": self._tenant_rows.nbytes,
+                "tenant_bytes": self._tenant_rows.nbytes + clusters_bytes,
                 "memory_bytes": (
                     (self._sealed - own_codes) * self._codec.code_size + index_bytes + growing * 4 * self.dim
-                    + self._n_rows + codec_bytes + self._fields.nbytes + self._tenant_rows.nbytes
+                    + self._n_rows + codec_bytes + self._fields.nbytes + self._tenant_rows.nbytes + clusters_bytes
                 ),
                 "disk_bytes": sum(f.stat().st_blocks * 512 for f in self.path.rglob("*") if f.is_file()),
             }

@@ -10,6 +10,8 @@ exactly how many live rows match; it then picks the cheapest way that keeps reca
   matching rows, reaching past non-matching neighbours by two hops (ACORN-1), from
   the matching seed rows, with ef widened by 1/selectivity^EF_EXPONENT; an IVF index
   scans its lists checking the filter bitmap, with nprobe scaled up by 1/sqrt(selectivity).
+* ``clusters`` -- a large tenant of a multi-tenant collection (no filter): scan its own
+  rows in the shared clusters nearest the query (``tenant_clusters``, Curator-style).
 * ``postfilter`` -- most rows match: search as usual with the beam (ef) or nprobe
   widened by 1/sqrt(selectivity), and drop rows that do not match.
 
@@ -48,7 +50,7 @@ FLAT_SUBSET_FRACTION = 0.3
 class Plan:
     """How one filtered search runs (what ``Collection.explain`` returns, as a dict)."""
 
-    kind: str  # "all", "exact", "filtered", "postfilter", "scan", "none"
+    kind: str  # "all", "exact", "filtered", "clusters", "postfilter", "scan", "none"
     matches: int  # live rows passing the filter
     live: int  # live rows
     knob: int | None  # the ef / nprobe the index search uses, if any
@@ -62,11 +64,14 @@ class Plan:
         return asdict(self) | {"selectivity": self.selectivity}
 
 
-def choose(matches: int | None, live: int, width: int, index: Index | None, knob: int | None) -> Plan:
+def choose(
+    matches: int | None, live: int, width: int, index: Index | None, knob: int | None, *, clustered: bool = False
+) -> Plan:
     """The plan for a search of ``width`` candidates (max(k, rerank)) when ``matches`` of ``live`` rows pass
     the filter (None = no filter).
 
     ``knob`` is the user's ef / nprobe (None = the index default, which a filtered plan may widen).
+    ``clustered``: the matches are a tenant's rows with postings in the shared clusters (``tenant_clusters``).
     """
     if index is None or not index.rows:
         index, knob = None, None
@@ -82,6 +87,9 @@ def choose(matches: int | None, live: int, width: int, index: Index | None, knob
             return Plan("exact", matches, live, None, f"flat collection, {s:.1%} < {FLAT_SUBSET_FRACTION:.0%} match: "
                         "scan only the matching rows' codes")
         return Plan("scan", matches, live, None, "flat collection: scan every code, skipping rows that do not match")
+    if clustered and matches > EXACT_ROWS:
+        return Plan("clusters", matches, live, None, f"a tenant of {matches} rows: scan its rows in the shared "
+                    "clusters nearest the query (its own postings)")
     if matches <= EXACT_ROWS or s < EXACT_FRACTION:
         return Plan("exact", matches, live, None, f"{matches} matching rows (<= {EXACT_ROWS} or < "
                     f"{EXACT_FRACTION:.0%}): an exact scan of their codes is cheapest")

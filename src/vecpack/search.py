@@ -111,14 +111,16 @@ def search_subset(
     rerank: int,
     gather: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``search_rows`` restricted to the live rows ``rows`` (int64, ascending), scanned without an index.
+    """``search_rows`` restricted to the live rows ``rows`` (int64), scanned without an index.
 
-    The codes of the sealed ones and the float32 vectors of the growing ones are
-    gathered and scanned exactly; the result is the same as a flat search whose
-    live mask holds only ``rows``, at a cost proportional to ``len(rows)``.
+    ``rows`` lists its sealed rows (in any order; ascending reads memory in order) before its
+    growing ones (ascending). The codes of the sealed ones and the float32 vectors of the
+    growing ones are scanned exactly; the result is the same as a flat search whose live
+    mask holds only ``rows``, at a cost proportional to ``len(rows)``.
     """
     sealed = codes.shape[0]
-    split = int(np.searchsorted(rows, sealed))
+    growing = np.flatnonzero(rows >= sealed)
+    split = int(growing[0]) if growing.size else rows.size
     width = max(k, rerank)
     m = q.shape[0]
     heaps = new_heaps(m, width)

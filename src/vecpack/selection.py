@@ -19,30 +19,44 @@ from vecpack.index.base import Index
 from vecpack.kernels.rowset import ascending
 from vecpack.planner import Plan
 from vecpack.search import search_rows, search_subset
+from vecpack.tenant_clusters import Postings
 
 
 class Selection:
-    """Live rows in scope, as ``rows`` (unique ints, ascending if ``ordered``) or ``mask`` (bool, one per row);
-    neither = every live row. Sorting is left to ``rows()``: an index plan only needs the mask, scattered from
-    the rows."""
+    """Live rows in scope, as ``rows`` (unique ints, ascending if ``ordered``), as ``mask`` (bool, one per row),
+    or as the rows of ``among`` (ascending, dead ones included) that ``live`` marks, listed only on demand;
+    none of them = every live row. Sorting is left to ``rows()``: an index plan only needs the mask,
+    scattered from the rows."""
 
     def __init__(
-        self, n_rows: int, *, rows: np.ndarray | None = None, mask: np.ndarray | None = None, ordered: bool = False
+        self, n_rows: int, *, rows: np.ndarray | None = None, mask: np.ndarray | None = None, ordered: bool = False,
+        among: np.ndarray | None = None, live: np.ndarray | None = None, postings: Postings | None = None,
+        tail: np.ndarray | None = None,
     ) -> None:
         self.n_rows = n_rows
         self._rows = rows
         self._mask = mask
         self._sorted = ordered
+        self._among, self._live = among, live
+        #: a tenant's rows grouped by shared cluster, and its live rows they do not cover (the clusters plan)
+        self.postings = postings
+        self.tail = tail
 
     @property
     def everything(self) -> bool:
-        return self._rows is None and self._mask is None
+        return self._rows is None and self._mask is None and self._among is None
 
     def count(self) -> int:
-        return int(self._rows.size) if self._rows is not None else int(np.count_nonzero(self._mask))
+        if self._rows is not None:
+            return int(self._rows.size)
+        if self._among is not None:
+            return int(np.count_nonzero(self._live[self._among]))
+        return int(np.count_nonzero(self._mask))
 
     def rows(self) -> np.ndarray:
         """Ascending int64 rows."""
+        if self._rows is None and self._among is not None:
+            self._rows, self._sorted = self._among[self._live[self._among] != 0], True
         if self._rows is None:
             self._rows = np.flatnonzero(self._mask)
         elif not self._sorted:
@@ -54,7 +68,7 @@ class Selection:
         """bool (n_rows,)."""
         if self._mask is None:
             self._mask = np.zeros(self.n_rows, bool)
-            self._mask[self._rows] = True
+            self._mask[self.rows()] = True
         return self._mask
 
 
@@ -86,16 +100,20 @@ def run_plan(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (scores, rows) of the selected rows under ``plan``; ``arrays`` are ``search_rows``' data arguments.
 
-    Queries an index plan leaves with fewer than min(k, matches) hits are answered again
-    by an exact scan of the selection, so no query comes back short while k rows match.
+    Queries an index or clusters plan leaves with fewer than min(k, matches) hits are answered
+    again by an exact scan of the selection, so no query comes back short while k rows match.
     """
     if plan.kind == "none":
         return np.full((q.shape[0], k), -np.inf, np.float32), np.full((q.shape[0], k), -1, np.int64)
     if plan.kind == "exact":
         return search_subset(q, k, selection.rows(), **arrays)
-    allow = live if selection.everything else selection.mask().view(np.uint8)
-    scores, rows = search_rows(q, k, live=allow, index=index if plan.kind != "scan" else None, knob=plan.knob,
-                               filtered=plan.kind == "filtered", **arrays)
+    if plan.kind == "clusters":
+        assert selection.postings is not None
+        scores, rows = selection.postings.search(q, k, selection.tail, live, arrays)
+    else:
+        allow = live if selection.everything else selection.mask().view(np.uint8)
+        scores, rows = search_rows(q, k, live=allow, index=index if plan.kind != "scan" else None, knob=plan.knob,
+                                   filtered=plan.kind == "filtered", **arrays)
     if not selection.everything:
         short = np.flatnonzero(np.count_nonzero(rows >= 0, axis=1) < min(k, plan.matches))
         if short.size:
