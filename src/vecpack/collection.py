@@ -869,7 +869,7 @@ class Collection:
             return [{"name": n, "active": a} for n, (_, a) in sorted(self._db.tenants().items())]
 
     def deactivate_tenant(self, name: str) -> None:
-        """Offload a tenant: its in-memory row list is dropped and its calls are refused until
+        """Offload a tenant: its in-memory row list and postings are dropped and its calls are refused until
         ``activate_tenant``; its records stay on disk."""
         self._set_tenant_active(name, False)
 
@@ -1036,8 +1036,8 @@ class Collection:
         ``memory_bytes`` is what search keeps resident: the index, codes of the sealed
         rows it does not hold (an IVF index holds its rows' codes; a graph reads the
         collection's), float32 rows of the growing segment, the live mask, codec
-        parameters, field index columns and tenant row lists (``field_index_bytes``,
-        ``tenant_bytes``). ``disk_bytes`` is the disk space the folder's files take (allocated blocks).
+        parameters, field index columns and tenant row lists, shared clusters and postings
+        (``field_index_bytes``, ``tenant_bytes``). ``disk_bytes`` is the disk space the folder's files take (allocated blocks).
         """
         with self._lock:
             self._refresh()
