@@ -29,12 +29,14 @@ share its evaluation and its scan), 1 thread.
 Writes docs/results/filtered_<dataset>.{json,md,png}. Synthetic data is labelled as such.
 
     python bench/filtered.py --dataset scifact-sentences
+    python bench/filtered.py --dataset synthetic:1000000:384 --only 'c:0.01' --no-peers --suffix _c1  # one point again
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -108,7 +110,10 @@ def recall(rows: np.ndarray, truth: list[np.ndarray]) -> float:
                           for r, t in zip(rows, truth, strict=True)]))
 
 
-def run(dataset: str, n_queries: int, peer_queries: int, out_dir: Path) -> dict[str, Any]:
+def run(dataset: str, n_queries: int, peer_queries: int, out_dir: Path, only: str | None = None,
+        peers: bool = True, suffix: str = "") -> dict[str, Any]:
+    """``only``: a regex; measure just the points "u:<s>" / "c:<s>" it matches (s in SELECTIVITIES).
+    ``peers``: build and measure FAISS and hnswlib. ``suffix`` is appended to the result files' names."""
     ds = load_dataset(dataset, max_queries=n_queries)
     x = np.ascontiguousarray(ds.corpus, dtype=np.float32)
     q = np.ascontiguousarray(ds.queries, dtype=np.float32)
@@ -118,19 +123,22 @@ def run(dataset: str, n_queries: int, peer_queries: int, out_dir: Path) -> dict[
     faiss, why = import_faiss()
     if faiss is None:
         raise SystemExit(why)
-    import hnswlib
+    hnsw = hl = None
 
     with tempfile.TemporaryDirectory() as tmp, limit_threads(2, faiss):
-        t0 = time.perf_counter()
-        hnsw = faiss.IndexHNSWFlat(d, GRAPH_M, faiss.METRIC_INNER_PRODUCT)
-        hnsw.hnsw.efConstruction = EF_CONSTRUCTION
-        hnsw.add(xp)
-        print(f"faiss HNSW built in {time.perf_counter() - t0:.1f}s", flush=True)
-        t0 = time.perf_counter()
-        hl = hnswlib.Index(space="ip", dim=d)
-        hl.init_index(max_elements=n, ef_construction=EF_CONSTRUCTION, M=GRAPH_M, random_seed=100)
-        hl.add_items(xp, np.arange(n), num_threads=2)
-        print(f"hnswlib built in {time.perf_counter() - t0:.1f}s", flush=True)
+        if peers:
+            import hnswlib
+
+            t0 = time.perf_counter()
+            hnsw = faiss.IndexHNSWFlat(d, GRAPH_M, faiss.METRIC_INNER_PRODUCT)
+            hnsw.hnsw.efConstruction = EF_CONSTRUCTION
+            hnsw.add(xp)
+            print(f"faiss HNSW built in {time.perf_counter() - t0:.1f}s", flush=True)
+            t0 = time.perf_counter()
+            hl = hnswlib.Index(space="ip", dim=d)
+            hl.init_index(max_elements=n, ef_construction=EF_CONSTRUCTION, M=GRAPH_M, random_seed=100)
+            hl.add_items(xp, np.arange(n), num_threads=2)
+            print(f"hnswlib built in {time.perf_counter() - t0:.1f}s", flush=True)
         # ours last, then one untimed pass: its codes and graph are file pages, which this host reclaims
         # when they go cold (the peers' indexes are anonymous memory); the first 1M run measured cold pages
         db = vecpack.connect(Path(tmp) / "db")
@@ -145,6 +153,8 @@ def run(dataset: str, n_queries: int, peer_queries: int, out_dir: Path) -> dict[
             points = []
             for field, values in (("u", u), ("c", c)):
                 for s in SELECTIVITIES:
+                    if only is not None and not re.fullmatch(only, f"{field}:{s}"):
+                        continue
                     where = {field: {"$lt": round(s * BUCKETS)}}
                     allowed = values < round(s * BUCKETS)
                     points.append(_measure(col, hnsw, hl, faiss, where, allowed, xp, qp, peer_queries))
@@ -156,13 +166,14 @@ def run(dataset: str, n_queries: int, peer_queries: int, out_dir: Path) -> dict[
             print(f"batching: {batching}", flush=True)
         db.close()
     res = {"dataset": dataset, "synthetic": dataset.startswith("synthetic"), "n": n, "dim": d,
-           "queries": q.shape[0], "peer_queries": peer_queries, "k": K, "machine": machine_info(faiss),
+           "queries": q.shape[0], "peer_queries": peer_queries if peers else 0, "k": K, "machine": machine_info(faiss),
            "vecpack_build_s": build_s, "unfiltered": reference, "points": points, "batching": batching}
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"filtered_{dataset.replace(':', '_')}"
+    stem = out_dir / f"filtered_{dataset.replace(':', '_')}{suffix}"
     stem.with_suffix(".json").write_text(json.dumps(res, indent=1))
     stem.with_suffix(".md").write_text(markdown(res))
-    plot(res, stem.with_suffix(".png"))
+    if only is None:  # a partial run's few points make no curve
+        plot(res, stem.with_suffix(".png"))
     return res
 
 
@@ -207,6 +218,9 @@ def _measure(col, hnsw, hl, faiss, where, allowed, xp, qp, peer_queries) -> dict
 
         found, qps = timed_queries(post, qp)
         methods.append({"method": f"post-filter x{f}", "recall": recall(found, truth), "qps": qps})
+    if hnsw is None:
+        return {"where": where, "correlated": "c" in where, "selectivity": float(allowed.mean()),
+                "matches": int(rows.size), "plan": plan["plan"], "methods": methods}
     bitmap = np.packbits(allowed, bitorder="little")
     selector = faiss.IDSelectorBitmap(allowed.size, faiss.swig_ptr(bitmap))
     k_peer = min(K, rows.size)  # hnswlib raises when fewer than k rows pass its filter
@@ -259,7 +273,8 @@ def markdown(res: dict[str, Any]) -> str:
            else "real embeddings")
     lines = [f"# Filtered search: {res['dataset']} ({res['n']:,} x {res['dim']}, {src})", "",
              f"Machine: {res['machine'].get('cpu', '?')}; {res['queries']} queries for vecpack and post-filtering, "
-             f"{res['peer_queries']} for the peers; recall@{res['k']} against the exact top {res['k']} among the "
+             + (f"{res['peer_queries']} for the peers" if res["peer_queries"] else "no peers in this run")
+             + f"; recall@{res['k']} against the exact top {res['k']} among the "
              "matching rows; QPS one query per call, 1 thread. vecpack is int8 codes + graph, no re-rank, "
              "end to end through `Collection.search(where=...)`. Cells: recall / QPS.", "",
              "| filter | selectivity | plan | " + " | ".join(names) + " | vecpack QPS / best post-filter with "
@@ -314,8 +329,11 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--peer-queries", type=int, default=200)
     ap.add_argument("--out", type=Path, default=Path("docs/results"))
+    ap.add_argument("--only", default=None, help='regex over points "u:0.01", "c:0.1", ...: measure only those')
+    ap.add_argument("--no-peers", action="store_true", help="skip FAISS and hnswlib")
+    ap.add_argument("--suffix", default="", help="appended to the result files' names")
     args = ap.parse_args()
-    run(args.dataset, args.queries, args.peer_queries, args.out)
+    run(args.dataset, args.queries, args.peer_queries, args.out, args.only, not args.no_peers, args.suffix)
 
 
 if __name__ == "__main__":
