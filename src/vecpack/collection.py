@@ -1037,7 +1037,8 @@ class Collection:
         rows it does not hold (an IVF index holds its rows' codes; a graph reads the
         collection's), float32 rows of the growing segment, the live mask, codec
         parameters, field index columns and tenant row lists, shared clusters and postings
-        (``field_index_bytes``, ``tenant_bytes``). ``disk_bytes`` is the disk space the folder's files take (allocated blocks).
+        (``field_index_bytes``, ``tenant_bytes``). ``disk_bytes`` is the disk space the folder's
+        files take (allocated blocks).
         """
         with self._lock:
             self._refresh()

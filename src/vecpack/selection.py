@@ -16,7 +16,7 @@ import numpy as np
 from vecpack import filters
 from vecpack.errors import InvalidInput
 from vecpack.index.base import Index
-from vecpack.kernels.rowset import ascending
+from vecpack.kernels.rowset import ascending, count_live
 from vecpack.planner import Plan
 from vecpack.search import search_rows, search_subset
 from vecpack.tenant_clusters import Postings
@@ -50,7 +50,7 @@ class Selection:
         if self._rows is not None:
             return int(self._rows.size)
         if self._among is not None:
-            return int(np.count_nonzero(self._live[self._among]))
+            return int(count_live(self._among, self._live))
         return int(np.count_nonzero(self._mask))
 
     def rows(self) -> np.ndarray:

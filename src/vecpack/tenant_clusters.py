@@ -24,6 +24,7 @@ import numpy as np
 
 from vecpack.errors import CorruptData
 from vecpack.kernels.kmeans import assign, kmeans
+from vecpack.kernels.rowset import ascending
 from vecpack.search import search_subset
 
 #: k-means training rows (as an IVF index's coarse quantizer)
@@ -139,7 +140,7 @@ class Postings:
         scores = np.empty((q.shape[0], k), np.float32)
         rows = np.empty((q.shape[0], k), np.int64)
         for i in range(q.shape[0]):
-            picked = self.candidates(q[i], width)
-            picked = np.concatenate([picked[live[picked] != 0], tail])
+            # ascending, live rows only: in row order the scan reads memory ~30% faster (``kernels.rowset``)
+            picked = np.concatenate([ascending(self.candidates(q[i], width), self.clusters.rows, live), tail])
             scores[i], rows[i] = search_subset(q[i : i + 1], k, picked, **arrays)
         return scores, rows

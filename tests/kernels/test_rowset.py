@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vecpack.kernels.rowset import ascending, bitmap_sort
+from vecpack.kernels.rowset import ascending, bitmap_sort, count_live
 
 
 @settings(max_examples=60, deadline=None)
@@ -17,6 +17,7 @@ def test_bitmap_sort_matches_numpy(n_rows, fraction, seed):
     assert np.array_equal(bitmap_sort(rows.astype(np.int64), n_rows, np.zeros(0, np.uint8)), expected)
     live = rng.integers(0, 2, n_rows).astype(np.uint8)
     assert np.array_equal(ascending(rows, n_rows, live), expected[live[expected] != 0])
+    assert count_live(rows, live) == np.count_nonzero(live[rows])
     out = ascending(rows.astype(np.int32), n_rows)
     assert out.dtype == np.int64 and np.array_equal(out, expected)
 

