@@ -140,7 +140,8 @@ class Postings:
         scores = np.empty((q.shape[0], k), np.float32)
         rows = np.empty((q.shape[0], k), np.int64)
         for i in range(q.shape[0]):
-            # ascending, live rows only: in row order the scan reads memory ~30% faster (``kernels.rowset``)
+            # live rows only, in row order (a 10k-row microbenchmark read them ~20% faster than in cluster order;
+            # end to end at 1M the gain was within noise)
             picked = np.concatenate([ascending(self.candidates(q[i], width), self.clusters.rows, live), tail])
             scores[i], rows[i] = search_subset(q[i : i + 1], k, picked, **arrays)
         return scores, rows
