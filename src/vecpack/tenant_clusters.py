@@ -35,7 +35,6 @@ ROWS_PER_CLUSTER = 39
 #: tenant's clusters and gathered at least CANDIDATES_PER_RESULT * max(k, rerank) of its rows
 PROBE_FACTOR = 3
 CANDIDATES_PER_RESULT = 256
-ARRAYS = ("tenant_centroids", "tenant_labels")
 
 
 class TenantClusters:
