@@ -215,11 +215,12 @@ def _build_ours(
     t0 = time.perf_counter()
     codec.fit(xp[train], tq)
     codes = codec.encode(xp)
+    layout = codec.scan_layout(codes)  # what a collection without an index scans (FAISS's add builds its own)
     build_s = time.perf_counter() - t0
     live = np.ones(x.shape[0], dtype=np.uint8)
 
     def search(qq: np.ndarray, k: int, rerank: int) -> np.ndarray:
-        return scan_search(codec, codes, x, live, qq, k, rerank, metric)[1]
+        return scan_search(codec, codes, x, live, qq, k, rerank, metric, layout)[1]
 
     return search, build_s
 

@@ -7,8 +7,10 @@ centroids and costs 20x the fit time, ``OPQ48,PQ48np`` = IndexPreTransform(OPQMa
 OPQMatrix's iterations and training-sample cap set to ours (20 and 32,768; FAISS's defaults 50 and 65,536),
 ``PQ96x4fs`` = IndexPQFastScan(d, 96, 4), ``OPQ96,PQ96x4fs``), then reports recall@10 of a flat
 scan *without* re-ranking against exact kNN. Flat-scan QPS (1 thread, best of 5 runs, by wall and CPU time)
-for one query per call and 1,000 queries per call: ours through ``Codec.scorer`` + heaps,
-FAISS through ``index.search``. Cosine sets are normalised and use inner products.
+for one query per call and 1,000 queries per call: ours through ``Codec.scorer`` + heaps, the fast scan
+both over the stored rows (blocked a chunk at a time by each call) and over its ``scan_layout`` (blocked
+once, as a collection without an index keeps it); FAISS through ``index.search``. Cosine sets are
+normalised and use inner products.
 
 Writes docs/results/pq_variants_<dataset>.{json,md}.
 
@@ -52,10 +54,14 @@ def variants(d: int) -> list[tuple[str, str]]:
     ]
 
 
-def ours_search(codec, codes: np.ndarray, q: np.ndarray, k: int = K) -> np.ndarray:
-    """Rows int64 (m, k) of a flat scan of ``codes`` without re-rank."""
+def ours_search(codec, codes: np.ndarray, q: np.ndarray, k: int = K, layout: np.ndarray | None = None) -> np.ndarray:
+    """Rows int64 (m, k) of a flat scan of ``codes`` (or of their scan ``layout``) without re-rank."""
     heaps = new_heaps(q.shape[0], k)
-    codec.scorer(q).scan(codes, 0, np.ones(codes.shape[0], np.uint8), *heaps)
+    live = np.ones(codes.shape[0], np.uint8)
+    if layout is None:
+        codec.scorer(q).scan(codes, 0, live, *heaps)
+    else:
+        codec.scorer(q).scan_layout(layout, 0, live, *heaps)
     sort_heaps(*heaps)
     return heaps[1]
 
@@ -108,12 +114,13 @@ def run(dataset: str) -> dict[str, Any]:
     faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
     rows: list[dict[str, Any]] = []
     timings: dict[str, Any] = {}
+    found_ours: dict[str, np.ndarray] = {}
     with limit_threads(1, faiss):
         for spec, factory in variants(d):
             codec = make_codec(spec, d, metric)
             fit_s, fit_cpu_s = clocked(lambda c=codec: c.fit(x))
             codes = codec.encode(x)
-            found = ours_search(codec, codes, q)
+            found = found_ours[spec] = ours_search(codec, codes, q)
             entry = {
                 "method": f"vecpack {spec}",
                 "bytes": codec.code_size,
@@ -143,6 +150,16 @@ def run(dataset: str) -> dict[str, Any]:
             )
             if spec in (f"pq{d // 8}", f"pq{d // 4}x4fs"):
                 timings[f"vecpack {spec}"] = qps(lambda qq, c=codec, cc=codes: ours_search(c, cc, qq), q)
+                layout = codec.scan_layout(codes)
+                if layout is not None:
+                    timings[f"vecpack {spec} (scan layout)"] = qps(
+                        lambda qq, c=codec, cc=codes, lay=layout: ours_search(c, cc, qq, layout=lay), q
+                    )
+                    blocked = ours_search(codec, codes, q, layout=layout)
+                    assert np.array_equal(blocked, found_ours[spec]), "the layout scan must equal the row scan"
+                    timings[f"vecpack {spec} (scan layout)"]["layout_build_s"] = best_wall_and_cpu(
+                        lambda c=codec, cc=codes: c.scan_layout(cc)
+                    )[0]
                 timings[f"FAISS {factory}"] = qps(lambda qq, ix=index: ix.search(qq, K), q)
             print(rows[-2], rows[-1], flush=True)
     return {
@@ -186,6 +203,9 @@ def markdown(res: dict[str, Any]) -> str:
             f"| {name} | {t['single_qps']:,.0f} | {t['batch_qps']:,.0f} | {t['single_qps_cpu']:,.0f} | "
             f"{t['batch_qps_cpu']:,.0f} |"
         )
+    builds = [(name, t["layout_build_s"]) for name, t in res["qps_1_thread"].items() if "layout_build_s" in t]
+    lines += [""]
+    lines += [f"Building {name}: {1e3 * s:.2f} ms for {res['n']:,} rows (once per collection)." for name, s in builds]
     m = res["machine"]
     lines += [
         "",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import vecpack
 from helpers import brute_force, recall
 
 # recall@10 floors on the clustered 600 x 40 fixture: (no rerank, default rerank)
@@ -91,3 +92,50 @@ def test_pread_rerank_matches_mmap_rerank(db, data, monkeypatch):
     monkeypatch.setattr(collection, "PREAD_RERANK_BYTES", 0)
     via_pread = col.search(q, k=10)
     assert [[(h.id, h.score) for h in r] for r in via_pread] == [[(h.id, h.score) for h in r] for r in via_mmap]
+
+
+def test_scan_layout_of_a_flat_collection(tmp_path, data, rng, monkeypatch):
+    """A flat fast-scan collection scans its blocked layout: same answers as the stored rows, through
+    later seals, deletes, compaction and reopening; filtered searches read the rows; stats count both."""
+    from vecpack.collection import Collection
+
+    db = vecpack.connect(tmp_path / "db")
+    col = db.create_collection("c", dim=data.shape[1], metric="l2", codec="pq10x4fs", seal_rows=128)
+    q = (data[rng.choice(600, 20)] + 0.3 * rng.normal(size=(20, data.shape[1]))).astype(np.float32)
+
+    def answers(**kw):
+        return [[h.id for h in hits] for hits in col.search(q, k=10, rerank=0, **kw)]
+
+    def without_layout(**kw):
+        with monkeypatch.context() as m:
+            m.setattr(Collection, "_scan_layout", lambda self, sealed: None)
+            return answers(**kw)
+
+    col.add(ids=list(range(300)), vectors=data[:300], metadata=[{"odd": i % 2} for i in range(300)])
+    for step in ("first", "more rows", "deleted", "compacted", "reopened"):
+        if step == "more rows":
+            col.add(ids=list(range(300, 600)), vectors=data[300:], metadata=[{"odd": i % 2} for i in range(300, 600)])
+        elif step == "deleted":
+            col.delete(ids=list(range(0, 600, 3)))
+        elif step == "compacted":
+            col.optimize(compact=True)
+        elif step == "reopened":
+            db.close()
+            db = vecpack.connect(tmp_path / "db")
+            col = db.get_collection("c")
+        got = answers()
+        assert col._layout is not None and col._layout[2] == col.stats()["sealed_rows"], step
+        stats = col.stats()
+        if step == "reopened":  # unfiltered searches never copy the stored rows into memory
+            assert col._codes.resident_rows == 0
+            assert stats["memory_bytes"] >= col._layout[1].nbytes >= stats["sealed_rows"] * 5
+        assert got == without_layout(), step
+    assert answers(where={"odd": 1}) == without_layout(where={"odd": 1})
+    assert col.stats()["memory_bytes"] == stats["memory_bytes"] + stats["sealed_rows"] * 5
+    col.optimize()  # builds no index here (flat), so the layout stays
+    assert col._layout is not None
+    ivf = db.create_collection("i", dim=data.shape[1], metric="l2", codec="pq10x4fs", index="ivf")
+    ivf.add(ids=list(range(1200)), vectors=np.concatenate([data, data + 0.1]))  # MIN_INDEX_ROWS (1024) or more
+    ivf.optimize()
+    assert len(ivf.search(q[0], k=10)) == 10 and ivf._layout is None  # an index reads the stored rows
+    db.close()

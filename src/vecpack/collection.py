@@ -115,6 +115,8 @@ class Collection:
         self._pending: dict[str, Any] = {}
         self._files: tuple[str, str] | None = None
         self._index: Index | None = None
+        # the codec's scan layout of the sealed codes, kept while there is no index: (files, layout, rows)
+        self._layout: tuple[tuple[str, str], np.ndarray, int] | None = None
         self._index_dir: str | None = None
         self._fields = FieldColumns()
         self._tenant_rows = tenants.TenantRows()
@@ -704,7 +706,7 @@ class Collection:
                 self._refresh()
                 code, files = self._tenant(tenant), self._files
                 selections = [self._select(code, node) for node, _ in groups]
-                snapshot = self._snapshot(k, rerank)
+                snapshot = self._snapshot(k, rerank, every_row=all(s.everything for s in selections))
             try:
                 scores, rows = self._search_snapshot(q, k, groups, selections, knob, **snapshot)
             except OSError:  # the compaction closed the file we were reading
@@ -721,22 +723,45 @@ class Collection:
         results = self._hits(scores, rows, found)
         return results[0] if single else results
 
-    def _snapshot(self, k: int, rerank: int | None) -> dict[str, Any]:
-        """What a search reads, as of now (``_lock`` held): later commits do not change it."""
+    def _snapshot(self, k: int, rerank: int | None, every_row: bool) -> dict[str, Any]:
+        """What a search reads, as of now (``_lock`` held): later commits do not change it.
+
+        every_row : no filter or tenant restricts the search, so a scan layout (if any) is all it scans.
+        """
         codec, n_rows, sealed = self._codec, self._n_rows, self._sealed
         vectors, vector_file = self._vectors.view(n_rows, np.float32), self._vectors
         rerank = codec.default_rerank(k) if rerank is None else rerank
         # a large vector log is read with pread for re-ranking: faults through the mmap would map
         # 64 KiB of neighbours per candidate and inflate resident memory (measured: 1.4 GB peak at 1M)
         gather = (lambda r: vector_file.gather(r, np.float32)) if vectors.nbytes > PREAD_RERANK_BYTES else None
-        arrays = {"codec": codec, "codes": self._codes.view(sealed), "vectors": vectors, "metric": self.metric,
+        layout = self._scan_layout(sealed)
+        # with a scan layout, the stored rows are copied into memory only once a filtered search needs them
+        codes = self._codes.mapped(sealed) if layout is not None and every_row else self._codes.view(sealed)
+        arrays = {"codec": codec, "codes": codes, "vectors": vectors, "metric": self.metric,
                   "rerank": 0 if codec.exact or sealed == 0 else rerank, "gather": gather}
-        return {"arrays": arrays, "live": self._live[:n_rows], "index": self._index, "n_live": self._n_live}
+        return {"arrays": arrays, "live": self._live[:n_rows], "index": self._index, "n_live": self._n_live,
+                "layout": layout}
+
+    def _scan_layout(self, sealed: int) -> np.ndarray | None:
+        """The codec's ``scan_layout`` of the sealed codes (``_lock`` held): kept while the collection has no
+        index, extended by the rows sealed since; rebuilt for new code files (a compaction or a new codec
+        writes new ones; sealed rows never change in place). None if the codec has none."""
+        if self._index is not None or sealed == 0:
+            self._layout = None
+            return None
+        done = None
+        if self._layout is not None and self._layout[0] == self._files and self._layout[2] <= sealed:
+            if self._layout[2] == sealed:
+                return self._layout[1]
+            done = self._layout[1:]
+        layout = self._codec.scan_layout(self._codes.mapped(sealed), done)
+        self._layout = (self._files, layout, sealed) if layout is not None else None
+        return layout
 
     @staticmethod
     def _search_snapshot(
         q: np.ndarray, k: int, groups: list[tuple[Any, Any]], selections: list[Selection], knob: int | None,
-        arrays: dict[str, Any], live: np.ndarray, index: Index | None, n_live: int,
+        arrays: dict[str, Any], live: np.ndarray, index: Index | None, n_live: int, layout: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(scores, rows), each (m, k), of the queries, one plan per filter group."""
         scores = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
@@ -745,7 +770,7 @@ class Collection:
             matches = None if selection.everything else selection.count()
             plan = planner.choose(matches, n_live, max(k, arrays["rerank"]), index, knob,
                                   clustered=selection.postings is not None)
-            scores[picked], rows[picked] = run_plan(plan, q[picked], k, selection, live, index, arrays)
+            scores[picked], rows[picked] = run_plan(plan, q[picked], k, selection, live, index, arrays, layout)
         return scores, rows
 
     def explain(
@@ -1035,8 +1060,9 @@ class Collection:
 
         ``memory_bytes`` is what search keeps resident: the index, codes of the sealed
         rows it does not hold (an IVF index holds its rows' codes; a graph reads the
-        collection's), float32 rows of the growing segment, the live mask, codec
-        parameters, field index columns and tenant row lists, shared clusters and postings
+        collection's; without an index, a codec's scan layout of them, plus the rows
+        themselves once a filtered search read them), float32 rows of the growing segment,
+        the live mask, codec parameters, field index columns and tenant row lists, shared clusters and postings
         (``field_index_bytes``, ``tenant_bytes``). ``disk_bytes`` is the disk space the folder's
         files take (allocated blocks).
         """
@@ -1048,6 +1074,9 @@ class Collection:
             index_bytes = index.nbytes if index is not None else 0
             own_codes = index.rows if index is not None and index.kind == "ivf" else 0
             clusters_bytes = self._clusters.nbytes if self._clusters is not None else 0
+            codes_bytes = (self._sealed - own_codes) * self._codec.code_size
+            if self._layout is not None:  # the scan layout, and the stored rows once a filtered search read them
+                codes_bytes = self._layout[1].nbytes + self._codes.resident_rows * self._codec.code_size
             return {
                 "name": self.name,
                 "n": self._n_live,
@@ -1066,7 +1095,7 @@ class Collection:
                 "field_index_bytes": self._fields.nbytes,
                 "tenant_bytes": self._tenant_rows.nbytes + clusters_bytes,
                 "memory_bytes": (
-                    (self._sealed - own_codes) * self._codec.code_size + index_bytes + growing * 4 * self.dim
+                    codes_bytes + index_bytes + growing * 4 * self.dim
                     + self._n_rows + codec_bytes + self._fields.nbytes + self._tenant_rows.nbytes + clusters_bytes
                 ),
                 "disk_bytes": sum(f.stat().st_blocks * 512 for f in self.path.rglob("*") if f.is_file()),

@@ -51,6 +51,7 @@ def search_rows(
     index: Index | None = None,
     knob: int | None = None,
     filtered: bool = False,
+    layout: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k similarities float32 (m, k) and rows int64 (m, k) (-1 = none), best first.
 
@@ -67,6 +68,7 @@ def search_rows(
     index : searched for rows 0 .. index.rows-1 with its knob (ef / nprobe; None = its default).
     filtered : ``live`` is a selective filter: the index searches through passing rows only
         (``planner``'s "filtered" plan).
+    layout : the codec's ``scan_layout`` of ``codes``, scanned instead of them when no index is given.
     Similarities are <q, x>, cosine, or -||q - x||^2 for l2.
     """
     sealed = codes.shape[0]
@@ -93,7 +95,8 @@ def search_rows(
     if indexed:
         merge_candidates(*found, *heaps)
     if sealed > indexed:
-        scan_codes(codec.scorer(q), codes[indexed:], indexed, live[indexed:sealed], heaps)
+        scan_codes(codec.scorer(q), codes[indexed:], indexed, live[indexed:sealed], heaps,
+                   layout if not indexed else None)
     if vectors.shape[0] > sealed:
         scan_exact(q, vectors[sealed:], sealed, live[sealed:], metric, heaps)
     return _finish(q, k, heaps, vectors, metric, rerank, gather)

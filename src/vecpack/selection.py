@@ -96,9 +96,10 @@ def filter_groups(where: Any, m: int, single: bool) -> list[tuple[filters.Filter
 
 def run_plan(
     plan: Plan, q: np.ndarray, k: int, selection: Selection, live: np.ndarray, index: Index | None,
-    arrays: dict[str, Any],
+    arrays: dict[str, Any], layout: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k (scores, rows) of the selected rows under ``plan``; ``arrays`` are ``search_rows``' data arguments.
+    """Top-k (scores, rows) of the selected rows under ``plan``; ``arrays`` are ``search_rows``' data arguments,
+    ``layout`` the codec's scan layout of the codes, if kept (for the plans that scan every row).
 
     Queries an index or clusters plan leaves with fewer than min(k, matches) hits are answered
     again by an exact scan of the selection, so no query comes back short while k rows match.
@@ -113,7 +114,7 @@ def run_plan(
     else:
         allow = live if selection.everything else selection.mask().view(np.uint8)
         scores, rows = search_rows(q, k, live=allow, index=index if plan.kind != "scan" else None, knob=plan.knob,
-                                   filtered=plan.kind == "filtered", **arrays)
+                                   filtered=plan.kind == "filtered", layout=layout, **arrays)
     if not selection.everything:
         short = np.flatnonzero(np.count_nonzero(rows >= 0, axis=1) < min(k, plan.matches))
         if short.size:

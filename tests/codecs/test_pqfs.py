@@ -12,6 +12,7 @@ from vecpack.codecs import load_codec, make_codec, save_codec
 from vecpack.errors import InvalidInput, UnknownSpec
 from vecpack.kernels.pq4 import (
     BLOCK,
+    ROW_CHUNK,
     fastscan,
     make_lookup_block,
     quantize_tables,
@@ -143,6 +144,63 @@ def test_scan_matches_numpy_reference(n, shape, k, metric, seed):
     tol = 1e-5 * max(1.0, np.abs(ref[np.isfinite(ref)]).max())  # float32 rounding of offset + scale * sum
     np.testing.assert_allclose(scores[found], top[found], rtol=0, atol=tol)
     np.testing.assert_allclose(np.take_along_axis(ref, np.where(found, rows, 0), 1)[found], scores[found], atol=tol)
+
+
+def scan_both_ways(codec, codes, layout, q, k, live):
+    """(heaps of the row scan, heaps of the layout scan), sorted."""
+    out = []
+    for blocked in (False, True):
+        heaps = new_heaps(len(q), k)
+        scorer = codec.scorer(q)
+        if blocked:
+            scorer.scan_layout(layout, 5, live, *heaps)
+        else:
+            scorer.scan(codes, 5, live, *heaps)
+        sort_heaps(*heaps)
+        out.append(heaps)
+    return out
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    n=st.integers(1, 400),
+    first=st.integers(0, 400),
+    m_sub=st.sampled_from([1, 5, 8, 40]),
+    n_queries=st.sampled_from([1, 3, 40]),
+    seed=st.integers(0, 2**16),
+)
+def test_scan_layout_equals_row_scan(n, first, m_sub, n_queries, seed):
+    """The blocked copy (built for a first part of the rows, then extended) scans exactly like the rows."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 40)).astype(np.float32)
+    codec = make_codec(f"pq{m_sub}x4fs", 40, "ip").fit(x if n >= 16 else np.tile(x, (16, 1)))
+    codes = codec.encode(x)
+    first = min(first, n)
+    done = (codec.scan_layout(codes[:first]), first) if first else None
+    layout = codec.scan_layout(codes, done)
+    assert layout.shape[1:] == (codec.code_size, BLOCK) and layout.shape[0] >= -(-n // BLOCK)
+    for r in (0, n // 2, n - 1):  # row r is column r % 64 of block r // 64
+        assert np.array_equal(layout[r // BLOCK, :, r % BLOCK], codes[r])
+    live = (rng.random(n) > 0.2).astype(np.uint8)
+    rows_way, blocked_way = scan_both_ways(codec, codes, layout, rng.normal(size=(n_queries, 40)).astype(np.float32),
+                                           7, live)
+    assert np.array_equal(rows_way[1], blocked_way[1]) and np.array_equal(rows_way[0], blocked_way[0])
+
+
+def test_scan_layout_over_several_chunks(data, rng):
+    """More rows than one scan chunk: the layout's chunks line up with the rows' (row numbers from row0)."""
+    x = np.tile(data, (ROW_CHUNK // len(data) + 2, 1))[: ROW_CHUNK + 77]
+    x = x + 0.01 * rng.normal(size=x.shape).astype(np.float32)
+    codec = make_codec("pq10x4fs", 40, "l2").fit(data)
+    codes = codec.encode(x)
+    layout = codec.scan_layout(codes)
+    live = np.ones(len(x), np.uint8)
+    live[ROW_CHUNK - 3 : ROW_CHUNK + 3] = 0
+    rows_way, blocked_way = scan_both_ways(codec, codes, layout, queries_near(x, rng, 3), 50, live)
+    assert np.array_equal(rows_way[1], blocked_way[1])
+    chain = make_codec("opq10,pq10x4fs", 40, "l2").fit(data)
+    assert chain.scan_layout(chain.encode(x)).shape == (-(-len(x) // BLOCK) * 5 // 4, 5, BLOCK)
+    assert make_codec("pq10", 40, "l2").fit(data).scan_layout(codes) is None  # codecs that scan rows as stored
 
 
 def test_sums_reach_uint16_range_without_overflow(rng):

@@ -39,10 +39,12 @@ class Encoded:
     codes: np.ndarray
     fit_s: float
     encode_s: float
+    layout: np.ndarray | None = None  # the codec's scan layout of the codes, as a collection without an index keeps
 
 
 def encode_corpus(spec: str, corpus: np.ndarray, metric: str) -> Encoded:
-    """Fit ``spec`` on the rows a collection would train on, then encode the whole corpus (both timed)."""
+    """Fit ``spec`` on the rows a collection would train on, then encode the whole corpus (both timed; the
+    encoding includes the codec's scan layout, if it has one)."""
     import time
 
     x = prepare(corpus, metric)
@@ -51,8 +53,9 @@ def encode_corpus(spec: str, corpus: np.ndarray, metric: str) -> Encoded:
     codec.fit(x[train_rows(len(x))])
     t1 = time.perf_counter()
     codes = codec.encode(x)
+    layout = codec.scan_layout(codes)
     t2 = time.perf_counter()
-    return Encoded(codec, codes, t1 - t0, t2 - t1)
+    return Encoded(codec, codes, t1 - t0, t2 - t1, layout)
 
 
 def scan_search(
@@ -64,18 +67,21 @@ def scan_search(
     k: int,
     rerank: int,
     metric: str,
+    layout: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (scores, rows) of raw queries ``q`` over sealed ``codes``, through ``Collection.search``'s pipeline.
 
     Query normalisation (cosine) plus :func:`vecpack.search.search_rows`, the
     array-level search ``Collection.search`` runs once it holds its arrays.
     ``vectors`` are the stored float32 rows (not normalised: the cosine re-rank
-    divides by their norms, as the collection does); ``live`` is uint8 (n,).
+    divides by their norms, as the collection does); ``live`` is uint8 (n,); ``layout`` the codec's
+    ``scan_layout`` of ``codes``, which a collection without an index scans instead of them.
     Scores are similarities (negative squared distance for l2).
     """
     rerank = 0 if codec.exact else rerank
     return search_rows(
-        prepare(q, metric), k, codec=codec, codes=codes, vectors=vectors, live=live, metric=metric, rerank=rerank
+        prepare(q, metric), k, codec=codec, codes=codes, vectors=vectors, live=live, metric=metric, rerank=rerank,
+        layout=layout,
     )
 
 

@@ -316,7 +316,7 @@ def _measure_codec(
         for r in reranks:
 
             def fn(q: np.ndarray = batch, r: int = r) -> tuple[np.ndarray, np.ndarray]:
-                return ours.scan_search(codec, enc.codes, ds.corpus, live, q, k, r, metric)
+                return ours.scan_search(codec, enc.codes, ds.corpus, live, q, k, r, metric, enc.layout)
 
             quality = evaluate(fn(ds.queries)[1])
             runs.append(

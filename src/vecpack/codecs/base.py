@@ -75,6 +75,12 @@ class Scorer(ABC):
         heap_s, heap_r : float32 / int64 (m, k) heaps, updated in place.
         """
 
+    def scan_layout(
+        self, layout: np.ndarray, row0: int, live: np.ndarray, heap_s: np.ndarray, heap_r: np.ndarray
+    ) -> None:
+        """``scan`` of the first ``len(live)`` rows of ``layout``, the codec's ``scan_layout`` of them."""
+        raise NotImplementedError(f"{type(self).__name__} scans code rows as stored")
+
 
 class DecodeScorer(Scorer):
     """Decode a block of codes to float32, then score it with one matrix product.
@@ -187,6 +193,17 @@ class Codec(ABC):
         """Queries q float32 (m, dim) described for scoring single code rows (graph and IVF traversals)."""
         self._require_trained()
         raise NotImplementedError(f"codec {self.spec!r} has no probe")
+
+    def scan_layout(
+        self, codes: np.ndarray, done: tuple[np.ndarray, int] | None = None
+    ) -> np.ndarray | None:
+        """A copy of sealed code rows (n, code_size) arranged for the fastest flat scan (``Scorer.scan_layout``),
+        or None when this codec scans rows as stored.
+
+        done : (layout, rows) an earlier call returned for the first ``rows`` of the same codes; reused
+        (rows never change once sealed), possibly extended in place.
+        """
+        return None
 
     def default_rerank(self, k: int) -> int:
         """How many candidates to re-score with float32 vectors by default (0 = none)."""

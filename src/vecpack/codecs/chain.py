@@ -69,6 +69,9 @@ class ChainCodec(Codec):
         self._require_trained()
         return self.codec.probe(self.forward_query(q))
 
+    def scan_layout(self, codes, done=None):
+        return self.codec.scan_layout(codes, done)
+
     def refine_pool(self, k: int) -> int:
         return self.codec.refine_pool(k)
 

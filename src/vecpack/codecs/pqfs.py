@@ -15,7 +15,7 @@ from vecpack.codecs.base import Codec, Probe, Scorer
 from vecpack.errors import InvalidInput
 from vecpack.kernels.kmeans import kmeans
 from vecpack.kernels.pq import pq_decode, pq_encode
-from vecpack.kernels.pq4 import fastscan, quantize_tables
+from vecpack.kernels.pq4 import BLOCK, fastscan, quantize_tables, to_blocks
 from vecpack.kernels.probe import LUT4
 
 K = 16
@@ -87,6 +87,20 @@ class PQ4Codec(Codec):
     def default_rerank(self, k: int) -> int:
         return max(10 * k, 100)
 
+    def scan_layout(self, codes, done=None):
+        """Codes in blocks of 64 rows, each column-major (blocks, code_size, 64), as ``kernels.pq4`` scans them;
+        with spare blocks, so that later rows extend it in place (a quarter more than asked)."""
+        n = codes.shape[0]
+        blocks, rows = done if done is not None else (np.empty((0, self.code_size, BLOCK), np.uint8), 0)
+        start = rows - rows % BLOCK  # a partial last block is blocked again
+        need = -(-n // BLOCK)
+        if need > blocks.shape[0]:
+            grown = np.zeros((need + need // 4, self.code_size, BLOCK), dtype=np.uint8)
+            grown[: start // BLOCK] = blocks[: start // BLOCK]
+            blocks = grown
+        to_blocks(np.ascontiguousarray(codes), start, n, blocks, start // BLOCK)
+        return blocks
+
     def state(self):
         return {"centroids": self.centroids}
 
@@ -110,3 +124,6 @@ class FastScanScorer(Scorer):
 
     def scan(self, codes, row0, live, heap_s, heap_r) -> None:
         fastscan(np.ascontiguousarray(codes), row0, live, self.luts, self.scale, self.offset, heap_s, heap_r)
+
+    def scan_layout(self, layout, row0, live, heap_s, heap_r) -> None:
+        fastscan(None, row0, live, self.luts, self.scale, self.offset, heap_s, heap_r, blocks=layout)

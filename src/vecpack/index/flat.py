@@ -11,11 +11,23 @@ BLOCK_ROWS = 8192
 
 
 def scan_codes(
-    scorer: Scorer, codes: np.ndarray, row0: int, live: np.ndarray, heaps: tuple[np.ndarray, np.ndarray]
+    scorer: Scorer,
+    codes: np.ndarray,
+    row0: int,
+    live: np.ndarray,
+    heaps: tuple[np.ndarray, np.ndarray],
+    layout: np.ndarray | None = None,
 ) -> None:
-    """Merge the scores of code rows uint8 (n, code_size), numbered from row0, into heaps; live == 0 rows skipped."""
-    if codes.shape[0]:
+    """Merge the scores of code rows uint8 (n, code_size), numbered from row0, into heaps; live == 0 rows skipped.
+
+    layout : the same rows as the codec's ``scan_layout`` arranged them, scanned instead when given.
+    """
+    if not codes.shape[0]:
+        return
+    if layout is None:
         scorer.scan(codes, row0, live, *heaps)
+    else:
+        scorer.scan_layout(layout, row0, live, *heaps)
 
 
 def scan_exact(

@@ -99,9 +99,14 @@ class RowFile:
                 self._rows[row0 : row0 + overlap] = buf[: overlap * self.row_bytes].reshape(overlap, self.row_bytes)
         return zlib.crc32(view)
 
+    @property
+    def resident_rows(self) -> int:
+        """How many rows a resident file holds in memory so far (0 for a mapped one)."""
+        return self._loaded if self.resident else 0
+
     def crc(self, row0: int, n: int) -> int:
         """crc32 of rows row0 .. row0+n-1 as stored in the file (not the resident copy)."""
-        return zlib.crc32(memoryview(self._map_view(row0 + n, np.uint8)[row0:]))
+        return zlib.crc32(memoryview(self.mapped(row0 + n, np.uint8)[row0:]))
 
     def view(self, n_rows: int, dtype: type = np.uint8) -> np.ndarray:
         """Read-only array (n_rows, row_bytes / itemsize) over the first n_rows rows (committed rows only)."""
@@ -109,10 +114,10 @@ class RowFile:
             out = self._load(n_rows)[:n_rows].view(dtype)
             out.flags.writeable = False
             return out
-        return self._map_view(n_rows, dtype)
+        return self.mapped(n_rows, dtype)
 
-    def _map_view(self, n_rows: int, dtype: type) -> np.ndarray:
-        """``view`` through the file's mmap."""
+    def mapped(self, n_rows: int, dtype: type = np.uint8) -> np.ndarray:
+        """``view`` through the file's mmap, even for a resident file (its copy is not loaded)."""
         need = HEADER_SIZE + n_rows * self.row_bytes
         if self._map is None or need > self._mapped:
             size = os.fstat(self._fd).st_size
