@@ -49,6 +49,7 @@ from vecpack.benchmark.runner import file_stem
 from vecpack.benchmark.timing import best_time, cpu_busy, limit_threads, machine_info, timed
 from vecpack.codecs import make_codec
 from vecpack.codecs.space import FAMILIES, REDUCE_TO, candidate_specs, family_of
+from vecpack.collection import TRAIN_ROWS
 from vecpack.datasets import load_dataset
 from vecpack.metrics import exact_knn, recall_at_k
 from vecpack.search import prepare
@@ -84,6 +85,7 @@ def sweep(
     fit_threads: int = 1,
     screen_rows: int = SCREEN_ROWS,
     keep: int = KEEP,
+    train_limit: int | None = None,
     min_time_s: float = MIN_TIME_S,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -93,8 +95,9 @@ def sweep(
     fractions 1/f of float32 bytes; ``train_queries`` (held out from ``q``) are passed
     to ``fit`` and add LeanVec chains; ``only`` / ``exclude`` are regular expressions
     on config names (case-insensitive); a search faster than ``min_time_s`` is repeated
-    until the repeats add up to it (QPS from the fastest). Returns the report dict without dataset or
-    machine fields: ``budgets`` (per budget: best per family, FAISS best, comparison),
+    until the repeats add up to it (QPS from the fastest); ``train_limit`` fits every config (ours and
+    FAISS) on that many sampled rows instead of the collection's own sample (``train_rows``). Returns the
+    report dict without dataset or machine fields: ``budgets`` (per budget: best per family, FAISS best, comparison),
     ``runs`` (every measured config), ``screened_out`` and ``skipped``.
     """
     n, d = x.shape
@@ -133,9 +136,10 @@ def sweep(
         chosen = _survivors(found, budgets, keep)
         screened_out = [r for r in found if (r["system"], r["name"]) not in chosen]
         configs = [c for c in configs if c[:2] in chosen]
-    runs = _measure_all(
-        configs, x, q, train_rows(n), train_queries, metric, faiss, fit_threads, min_time_s, log, skipped
-    )
+    train = train_rows(n)
+    if train_limit is not None and train_limit < train.size:
+        train = np.sort(np.random.default_rng(0).choice(n, size=train_limit, replace=False))
+    runs = _measure_all(configs, x, q, train, train_queries, metric, faiss, fit_threads, min_time_s, log, skipped)
     for r in runs:
         if (r["system"], r["name"]) in screen:
             r["screen"] = {key: screen[r["system"], r["name"]][key] for key in ("recall", "recall_rerank")}
@@ -147,7 +151,7 @@ def sweep(
         "dim": d,
         "queries": int(q.shape[0]),
         "train_queries": 0 if train_queries is None else int(train_queries.shape[0]),
-        "train_rows": int(train_rows(n).size),
+        "train_rows": int(train.size),
         "fit_threads": fit_threads,
         "search_threads": 1,
         "faiss": faiss is not None,
@@ -342,6 +346,12 @@ def markdown(r: dict[str, Any]) -> str:
         + (f"; CPU busy with other work at start: {m['cpu_busy_start']:.0%}" if m.get("cpu_busy_start") else "")
         + f". {r['queries']:,} queries, recall@{r['k']} against exact float32 kNN, raw and with the top "
         f"{r['rerank']} candidates re-ranked in float32 (`+rr`). Codecs trained on {r['train_rows']:,} sampled rows"
+        + (
+            f" (fewer than the {min(r['n'], TRAIN_ROWS):,} a collection trains on, to bound FAISS OPQ's training"
+            " time; every config, ours and FAISS, on the same rows)"
+            if r["train_rows"] < min(r["n"], TRAIN_ROWS)
+            else ""
+        )
         + (f" and {r['train_queries']} held-out queries" if r["train_queries"] else "")
         + f", {r['fit_threads']} fit thread(s); flat scans with 1 thread (no index).",
         "",
@@ -491,6 +501,9 @@ def main() -> None:
     ap.add_argument("--fit-threads", type=int, default=1)
     ap.add_argument("--screen-rows", type=int, default=SCREEN_ROWS)
     ap.add_argument("--keep", type=int, default=KEEP)
+    ap.add_argument(
+        "--train-rows", type=int, default=None, help="fit every config on N sampled rows (default: a collection's)"
+    )
     ap.add_argument("--out", type=Path, default=Path("docs/results"))
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
@@ -501,6 +514,7 @@ def main() -> None:
         "fit_threads": a.fit_threads,
         "screen_rows": a.screen_rows,
         "keep": a.keep,
+        "train_limit": a.train_rows,
         "train_queries": a.train_queries,
     }
     if a.fractions:

@@ -34,10 +34,12 @@ def test_quick_run_on_synthetic_data(budget, tmp_path):
         only=ONLY,
         screen_rows=400,
         keep=1,
+        train_limit=300,
         min_time_s=0.0,
         log=lambda s: None,
     )
     assert report["synthetic"] and report["n"] == 500 and report["dim"] == 16
+    assert report["train_rows"] == 300  # every config fitted on the same 300 of the 500 rows
     assert report["queries"] == budget.QUICK_QUERIES
     # quick budgets: 1/8 and 1/32 of 64 float32 bytes, largest first
     assert [b["bytes"] for b in report["budgets"]] == [8, 2]
@@ -68,6 +70,7 @@ def test_quick_run_on_synthetic_data(budget, tmp_path):
     assert json.loads(stem.with_suffix(".json").read_text())["budgets"] == report["budgets"]
     md = stem.with_suffix(".md").read_text()
     assert "**Synthetic data**" in md and "ours >= FAISS?" in md and "`int4`" in md
+    assert "Codecs trained on 300 sampled rows (fewer than the 500 a collection trains on" in md
     if importlib.util.find_spec("matplotlib") is not None:  # the bench extra draws the plot
         assert stem.with_suffix(".png").stat().st_size > 0
     else:
