@@ -108,10 +108,11 @@ def test_scan_layout_of_a_flat_collection(tmp_path, data, rng, monkeypatch):
 
     def without_layout(**kw):
         with monkeypatch.context() as m:
-            m.setattr(Collection, "_scan_layout", lambda self, sealed: None)
+            m.setattr(Collection, "_scan_layout", lambda self, sealed, build=True: None)
             return answers(**kw)
 
     col.add(ids=list(range(300)), vectors=data[:300], metadata=[{"odd": i % 2} for i in range(300)])
+    assert len(col.search(q[0], k=3, where={"odd": 1})) == 3 and col._layout is None  # only a full scan builds it
     for step in ("first", "more rows", "deleted", "compacted", "reopened"):
         if step == "more rows":
             col.add(ids=list(range(300, 600)), vectors=data[300:], metadata=[{"odd": i % 2} for i in range(300, 600)])

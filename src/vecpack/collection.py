@@ -734,7 +734,7 @@ class Collection:
         # a large vector log is read with pread for re-ranking: faults through the mmap would map
         # 64 KiB of neighbours per candidate and inflate resident memory (measured: 1.4 GB peak at 1M)
         gather = (lambda r: vector_file.gather(r, np.float32)) if vectors.nbytes > PREAD_RERANK_BYTES else None
-        layout = self._scan_layout(sealed)
+        layout = self._scan_layout(sealed, build=every_row)
         # with a scan layout, the stored rows are copied into memory only once a filtered search needs them
         codes = self._codes.mapped(sealed) if layout is not None and every_row else self._codes.view(sealed)
         arrays = {"codec": codec, "codes": codes, "vectors": vectors, "metric": self.metric,
@@ -742,12 +742,15 @@ class Collection:
         return {"arrays": arrays, "live": self._live[:n_rows], "index": self._index, "n_live": self._n_live,
                 "layout": layout}
 
-    def _scan_layout(self, sealed: int) -> np.ndarray | None:
+    def _scan_layout(self, sealed: int, build: bool = True) -> np.ndarray | None:
         """The codec's ``scan_layout`` of the sealed codes (``_lock`` held): kept while the collection has no
         index, extended by the rows sealed since; rebuilt for new code files (a compaction or a new codec
-        writes new ones; sealed rows never change in place). None if the codec has none."""
+        writes new ones; sealed rows never change in place). None if the codec has none, or if there is
+        none yet and not ``build`` (searches restricted to some rows do not scan it)."""
         if self._index is not None or sealed == 0:
             self._layout = None
+            return None
+        if not build and self._layout is None:
             return None
         done = None
         if self._layout is not None and self._layout[0] == self._files and self._layout[2] <= sealed:
