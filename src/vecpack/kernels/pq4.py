@@ -35,7 +35,7 @@ from vecpack.kernels.simd import prefer_512_bit_vectors
 from vecpack.kernels.topk import QUERY_CHUNK, heap_replace_top
 
 BLOCK = 64  # rows per register block: one byte column of a block is one 64-byte vector
-ROW_CHUNK = 4096  # rows scored per merge (and blocked at a time): 4096 * B bytes, in L2 while the queries scan them
+ROW_CHUNK = 4096  # rows every query of a task scans before the next chunk: 4096 * B bytes, in L2 meanwhile
 CHUNK_BLOCKS = ROW_CHUNK // BLOCK
 
 _SHUFFLES = {  # bytes per shuffle -> LLVM intrinsic
