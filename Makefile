@@ -52,6 +52,7 @@ bench: $(VENV)/.bench+embed+server.stamp
 	  VECPACK_DATA="$(DATA)" $(BIN)/python bench/pq_variants.py --dataset $$ds || exit 1; done
 	VECPACK_DATA="$(DATA)" $(BIN)/python bench/lvq_graph.py
 	VECPACK_DATA="$(DATA)" $(BIN)/python bench/filtered.py --dataset scifact-sentences
+	$(BIN)/python bench/filtered.py --dataset synthetic:200000:384
 	$(BIN)/python bench/filtered.py --dataset synthetic:1000000:384 --queries 500 --peer-queries 50
 	$(BIN)/python bench/tenants.py --dataset synthetic:1000000:384 --tenants 1000
 	$(BIN)/python bench/load.py --out docs/results

@@ -9,6 +9,7 @@ import vecpack
 from helpers import brute_force
 from vecpack import InvalidInput, NotFound, planner
 from vecpack.filters import matches, parse
+from vecpack.index.graph import GraphIndex
 
 DIM = 24
 N = 3000
@@ -65,6 +66,7 @@ def test_filtered_search_matches_brute_force(tmp_path, data, index, force, monke
         monkeypatch.setattr(planner, "EXACT_ROWS", 0)
         monkeypatch.setattr(planner, "EXACT_FRACTION", 0.0)
         monkeypatch.setattr(planner, "ROWS_PER_EF", 0)
+        monkeypatch.setattr(planner, "POST_ROWS_PER_EF", 0)
         monkeypatch.setattr(planner, "FLAT_SUBSET_FRACTION", 0.0)
     db, col = build(tmp_path, data, index)
     q = data[2]
@@ -88,15 +90,50 @@ def test_each_plan_is_chosen_by_selectivity(tmp_path, data, index, monkeypatch):
     monkeypatch.setattr(planner, "EXACT_ROWS", 50)
     monkeypatch.setattr(planner, "EXACT_FRACTION", 0.005)
     monkeypatch.setattr(planner, "ROWS_PER_EF", 0)
+    monkeypatch.setattr(planner, "POST_ROWS_PER_EF", 0)
     db, col = build(tmp_path, data, index)
     assert col.explain(where={"grp": 3})["plan"] == "exact"  # 30 rows
-    assert col.explain(where={"grp": {"$lt": 10}})["plan"] == "filtered"
     assert col.explain(where={"grp": {"$lt": 60}})["plan"] == "postfilter"
+    if index == "graph":  # post-filters first while its beam stays within POST_BEAM times the filtered walk's
+        plan = col.explain(where={"grp": {"$lt": 10}})
+        assert plan["plan"] == "postfilter" and plan["knob"] == 203  # ef 64 / sqrt(0.1)
+        assert plan["fallback"] == (11, 360)  # half the 0.1 * 203 matches expected, else the walk: ef 64 / 0.1^0.75
+        assert col.explain(where={"grp": {"$lt": 10}}, k=40)["plan"] == "filtered"  # 2 * 40 / 0.1 > 2 * 360
+    else:
+        assert col.explain(where={"grp": {"$lt": 10}})["plan"] == "filtered"
     assert col.explain(where={"grp": -1})["plan"] == "none"
     assert col.explain()["plan"] == "all"
     plan = col.explain(where={"grp": {"$lt": 60}}, k=5)
     assert plan["matches"] == 1800 and plan["live"] == N and plan["selectivity"] == pytest.approx(0.6)
     assert plan["fields"] == {"grp": False}
+    db.close()
+
+
+def test_post_filter_sends_queries_with_few_matches_nearby_to_the_filtered_walk(tmp_path, data, monkeypatch):
+    """A filter passing other clusters than the query's: the post-filtering beam meets no match near the
+    query, so the query is searched again through matching rows only, and still gets the true top k."""
+    x, meta, q = data
+    monkeypatch.setattr(planner, "EXACT_ROWS", 0)
+    monkeypatch.setattr(planner, "POST_ROWS_PER_EF", 0)
+    db, col = build(tmp_path, data, "graph")
+    walked = []
+    search = GraphIndex._search
+
+    def spy(self, probe, codes, live, k_out, knob, filtered):
+        walked.append((probe.qf.shape[0], knob, filtered))
+        return search(self, probe, codes, live, k_out, knob, filtered)
+
+    monkeypatch.setattr(GraphIndex, "_search", spy)
+    home = np.array([m["cluster"] for m in meta])
+    mine = int(home[brute_force(x, q[:1], 1, "cosine")[0][0]])
+    others = sorted({int(c) for c in home} - {mine})[:8]  # most of the rows, none near the query
+    where = {"cluster": {"$in": others}}
+    plan = col.explain(where=where, ef=16)
+    assert plan["plan"] == "postfilter", plan
+    hits = col.search(q[0], K, where=where, ef=16)
+    assert walked and walked[0][2] and walked[0][0] == 1 and walked[0][1] == plan["fallback"][1]
+    _, expected = truth(data, where)
+    assert len({int(h.id) for h in hits} & set(expected[0])) >= K - 1
     db.close()
 
 

@@ -6,14 +6,20 @@ exactly how many live rows match; it then picks the cheapest way that keeps reca
 * ``exact`` -- few matches (or fewer than ROWS_PER_EF per unit of the beam a filtered
   walk would need): scan the codes of just those rows (then re-rank). Cost grows with
   the matches, not the collection, and recall is the flat scan's.
-* ``filtered`` -- a selective filter on an index: the graph walks only through
-  matching rows, reaching past non-matching neighbours by two hops (ACORN-1), from
-  the matching seed rows, with ef widened by 1/selectivity^EF_EXPONENT; an IVF index
-  scans its lists checking the filter bitmap, with nprobe scaled up by 1/sqrt(selectivity).
+* ``postfilter`` -- a graph index: walk it as usual with the beam (ef) widened to
+  max(ef / sqrt(s), POST_DEPTH * width / s), so that it is expected to meet POST_DEPTH
+  times the rows asked for among the matches, and keep the matching rows. Where the
+  filter is correlated with the vectors it can pass few rows near a query: a query whose
+  beam met fewer than max(width, half the expected) matches is searched again by the
+  ``filtered`` walk. Chosen while that beam is at most POST_BEAM times the filtered
+  walk's (a walk that scores every row it reaches costs a third to a fifth of ACORN's per
+  unit of beam); an IVF index post-filters at s >= POSTFILTER_FRACTION.
+* ``filtered`` -- the graph walks only through matching rows, reaching past
+  non-matching neighbours by two hops (ACORN-1), from the matching seed rows, with ef
+  widened by 1/selectivity^EF_EXPONENT; an IVF index scans its lists checking the
+  filter bitmap, with nprobe scaled up by 1/sqrt(selectivity).
 * ``clusters`` -- a large tenant of a multi-tenant collection (no filter): scan its own
   rows in the shared clusters nearest the query (``tenant_clusters``, Curator-style).
-* ``postfilter`` -- most rows match: search as usual with the beam (ef) or nprobe
-  widened by 1/sqrt(selectivity), and drop rows that do not match.
 
 Whatever the plan, a query left with fewer than min(k, matches) hits is answered
 again by ``exact``, so a search never returns fewer than k hits when k rows match.
@@ -40,8 +46,19 @@ EF_EXPONENT = 0.75
 #: ... and the matches are scanned exactly instead when there are at most this many per unit of that beam: on
 #: the same 1M rows an exact scan cost about 0.2 us per matching row, the walk about 22 us per unit of ef
 ROWS_PER_EF = 100
-#: filters passing at least this fraction of rows are post-filtered
+#: ... or per unit of a post-filtering beam, a plain walk: 3.7 - 4.8 us per unit of ef at ef 256 - 64 on the same
+#: rows (ann_synthetic_1000000_384)
+POST_ROWS_PER_EF = 25
+#: an IVF index post-filters filters passing at least this fraction of rows (its filtered scan differs only in name)
 POSTFILTER_FRACTION = 0.5
+#: a post-filtering beam aims at this many times the rows asked for among its matches: at 1.5x - 2x on
+#: 200k synthetic rows, queries whose beam met 10-20 matches for k = 10 kept 0.97 - 0.98 of the true top 10
+#: (uncorrelated filter), those that met fewer 0.1 - 0.7
+POST_DEPTH = 2.0
+#: ... and is tried first while it is at most this many times the filtered walk's beam: on the same rows the
+#: walk cost 3 - 5x as much per unit of beam (ACORN's two hops), so at 2x a query sent on to the walk costs
+#: at most a third more, and one the post-filter answers 2 - 6x less
+POST_BEAM = 2.0
 #: a flat collection scans a gathered subset below this fraction, else the whole codes with the bitmap
 FLAT_SUBSET_FRACTION = 0.3
 
@@ -55,6 +72,8 @@ class Plan:
     live: int  # live rows
     knob: int | None  # the ef / nprobe the index search uses, if any
     reason: str
+    #: post-filtering a graph: (min matches a query's beam must meet, ef of the filtered walk for those that do not)
+    fallback: tuple[int, int] | None = None
 
     @property
     def selectivity(self) -> float:
@@ -93,15 +112,24 @@ def choose(
     if matches <= EXACT_ROWS or s < EXACT_FRACTION:
         return Plan("exact", matches, live, None, f"{matches} matching rows (<= {EXACT_ROWS} or < "
                     f"{EXACT_FRACTION:.0%}): an exact scan of their codes is cheapest")
-    if s < POSTFILTER_FRACTION:
-        if index.knob == "nprobe":
-            knob = math.ceil(knob / math.sqrt(s))
-        else:
-            knob = math.ceil(knob / s**EF_EXPONENT)
-            if matches <= ROWS_PER_EF * knob:
-                return Plan("exact", matches, live, None, f"{matches} matching rows: scanning them costs less than "
-                            f"a filtered walk with ef {knob} (ef / {s:.3f}^{EF_EXPONENT})")
-        return Plan("filtered", matches, live, knob, f"{s:.1%} match: search the {index.kind} index through matching "
-                    "rows only")
-    return Plan("postfilter", matches, live, math.ceil(knob / math.sqrt(s)), f"{s:.1%} match: search the "
-                f"{index.kind} index with {index.knob} widened by 1/sqrt({s:.2f}), drop non-matching rows")
+    if index.knob == "nprobe":
+        knob = math.ceil(knob / math.sqrt(s))
+        if s < POSTFILTER_FRACTION:
+            return Plan("filtered", matches, live, knob, f"{s:.1%} match: scan the nearest IVF lists' matching rows")
+        return Plan("postfilter", matches, live, knob, f"{s:.1%} match: scan the nearest IVF lists with nprobe "
+                    f"widened by 1/sqrt({s:.2f}), drop non-matching rows")
+    walk = math.ceil(knob / s**EF_EXPONENT)
+    post = math.ceil(max(knob / math.sqrt(s), POST_DEPTH * width / s))
+    if post <= POST_BEAM * walk:
+        kind, cost, how = "postfilter", POST_ROWS_PER_EF * post, f"a walk with ef {post} that keeps matching rows"
+    else:
+        kind, cost, how = "filtered", ROWS_PER_EF * walk, f"a filtered walk with ef {walk} (ef / {s:.3f}^{EF_EXPONENT})"
+    if matches <= cost:
+        return Plan("exact", matches, live, None, f"{matches} matching rows: scanning them costs less than {how}")
+    if kind == "postfilter":
+        min_live = max(width, math.ceil(s * post / 2))
+        return Plan("postfilter", matches, live, post, f"{s:.1%} match: walk the {index.kind} index with ef {post}, "
+                    f"keep matching rows; a query meeting fewer than {min_live} walks matching rows only (ef {walk})",
+                    (min_live, walk))
+    return Plan("filtered", matches, live, walk, f"{s:.1%} match: walk the {index.kind} index through matching rows "
+                f"only (ef {walk})")

@@ -51,6 +51,7 @@ def search_rows(
     index: Index | None = None,
     knob: int | None = None,
     filtered: bool = False,
+    fallback: tuple[int, int] | None = None,
     layout: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k similarities float32 (m, k) and rows int64 (m, k) (-1 = none), best first.
@@ -68,6 +69,8 @@ def search_rows(
     index : searched for rows 0 .. index.rows-1 with its knob (ef / nprobe; None = its default).
     filtered : ``live`` is a selective filter: the index searches through passing rows only
         (``planner``'s "filtered" plan).
+    fallback : (min_live, walk_knob): ``live`` is a filter searched as usual, and queries whose index
+        search finds fewer than min_live passing rows search it again ``filtered`` (``Index.search``).
     layout : the codec's ``scan_layout`` of ``codes``, scanned instead of them when no index is given.
     Similarities are <q, x>, cosine, or -||q - x||^2 for l2.
     """
@@ -85,7 +88,7 @@ def search_rows(
             pool = max(width, refine)
             knob = index.check_knob(knob, pool)
         probe = codec.probe(q)
-        found = index.search(q, probe, codes[:indexed], live, pool, knob, filtered=filtered)
+        found = index.search(q, probe, codes[:indexed], live, pool, knob, filtered=filtered, fallback=fallback)
         if refine:  # a two-level codec: the index ranked by its first level; re-score with both
             fine = codec.refine_probe(probe)
             found = refine_rows(fine.kind, fine.qf, fine.qw, fine.view(codes), found[1], width)

@@ -114,7 +114,8 @@ def run_plan(
     else:
         allow = live if selection.everything else selection.mask().view(np.uint8)
         scores, rows = search_rows(q, k, live=allow, index=index if plan.kind != "scan" else None, knob=plan.knob,
-                                   filtered=plan.kind == "filtered", layout=layout, **arrays)
+                                   filtered=plan.kind == "filtered", fallback=plan.fallback, layout=layout,
+                                   **arrays)
     if not selection.everything:
         short = np.flatnonzero(np.count_nonzero(rows >= 0, axis=1) < min(k, plan.matches))
         if short.size:

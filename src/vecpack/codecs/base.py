@@ -8,7 +8,7 @@ the similarity, larger is better: ``<q, x>`` for ip, ``-||q - x||^2`` for l2.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
@@ -36,6 +36,10 @@ class Probe:
     def view(self, codes: np.ndarray) -> np.ndarray:
         """Code rows uint8 (n, code_size) as the (n, elements) array ``score_row`` reads."""
         return codes.view(self.code_dtype)
+
+    def subset(self, queries: np.ndarray) -> Probe:
+        """The probe of queries ``queries`` (positions) only."""
+        return replace(self, qf=self.qf[queries], qw=self.qw[queries])
 
 
 def affine_probe(q: np.ndarray, metric: str, lo: np.ndarray, step: np.ndarray, code_dtype: type) -> Probe:

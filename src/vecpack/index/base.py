@@ -51,7 +51,7 @@ class Index(ABC):
     @abstractmethod
     def search(
         self, q: np.ndarray, probe: Probe, codes: np.ndarray, live: np.ndarray, k_out: int, knob: int,
-        *, filtered: bool = False,
+        *, filtered: bool = False, fallback: tuple[int, int] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Best k_out live candidates per query, best first: scores float32 / rows int64 (m, k_out), -1 = none.
 
@@ -59,6 +59,8 @@ class Index(ABC):
         codes : the collection's codes of rows 0 .. rows-1; live : uint8 by row.
         filtered : ``live`` passes few rows (a filter): search through them only, where the
             structure allows it (graph); an index whose scan checks ``live`` anyway ignores it.
+        fallback : (min_live, walk_knob), post-filtering ``live``: a query whose search found fewer than
+            min_live passing rows is searched again as ``filtered`` with walk_knob (graph; others ignore it).
         """
 
     @abstractmethod

@@ -114,11 +114,27 @@ class GraphIndex(Index):
             size = min(2 * size, max_batch)
         self.graph = trim_rows(x, graph, alpha2, degree)
 
-    def search(self, q, probe: Probe, codes, live, k_out, knob, *, filtered=False):
+    def search(self, q, probe: Probe, codes, live, k_out, knob, *, filtered=False, fallback=None):
         """Beam search of width max(knob, k_out); queries left with fewer than k_out live rows (deleted
         rows fill their pools) are searched again with a doubled width, up to MAX_EF_GROWTH times.
         ``filtered``: the beam holds only live rows and starts from the live seeds plus up to
-        FILTER_ENTRIES sampled live rows."""
+        FILTER_ENTRIES sampled live rows.
+        ``fallback`` = (min_live, walk_ef) post-filters (``live`` is a filter's bitmap): one beam of width
+        knob through every row; a query whose beam holds fewer than min_live passing rows (the filter
+        passes few rows near it) is searched again as ``filtered`` with width walk_ef."""
+        if fallback is None:
+            return self._search(probe, codes, live, k_out, knob, filtered)
+        min_live, walk_ef = fallback
+        width = max(k_out, min_live)
+        scores, rows = graph_search(probe.kind, probe.qf, probe.qw, probe.view(codes), self.graph, self._entries,
+                                    max(knob, width), live, width)
+        sparse = np.flatnonzero(rows[:, min_live - 1] < 0)
+        scores, rows = scores[:, :k_out].copy(), rows[:, :k_out].copy()
+        if sparse.size:
+            scores[sparse], rows[sparse] = self._search(probe.subset(sparse), codes, live, k_out, walk_ef, True)
+        return scores, rows
+
+    def _search(self, probe: Probe, codes, live, k_out, knob, filtered):
         entries = self._entries
         if filtered:  # start from passing seeds and passing rows sampled across the graph (every island of them)
             draws = np.random.default_rng(0).integers(0, self.rows, min(FILTER_DRAWS, 64 * self.rows))
@@ -127,7 +143,8 @@ class GraphIndex(Index):
             if entries.size == 0:
                 allowed = np.flatnonzero(live[: self.rows])
                 if allowed.size == 0:
-                    return np.full((q.shape[0], k_out), -np.inf, np.float32), np.full((q.shape[0], k_out), -1)
+                    m = probe.qf.shape[0]
+                    return np.full((m, k_out), -np.inf, np.float32), np.full((m, k_out), -1)
                 entries = allowed[:FILTER_ENTRIES]
         codes = probe.view(codes)
         ef = max(knob, k_out)

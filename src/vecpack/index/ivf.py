@@ -88,7 +88,7 @@ class IVFIndex(Index):
         list_codes = np.ascontiguousarray(all_codes[order])
         return IVFIndex(n, self.params, self.centroids, offsets, all_rows[order], list_codes)
 
-    def search(self, q, probe: Probe, codes, live, k_out, knob, *, filtered=False):
+    def search(self, q, probe: Probe, codes, live, k_out, knob, *, filtered=False, fallback=None):
         """Scan the knob nearest lists; queries that found fewer than k_out live rows (small lists,
         deleted rows) scan twice as many lists, until every list is scanned."""
         scores, rows = self._scan(q, probe, live, k_out, knob)
