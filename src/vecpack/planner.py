@@ -57,7 +57,7 @@ POSTFILTER_FRACTION = 0.5
 POST_DEPTH = 2.0
 #: ... and is tried first while it is at most this many times the filtered walk's beam: on the same rows the
 #: walk cost 3 - 5x as much per unit of beam (ACORN's two hops), so at 2x a query sent on to the walk costs
-#: at most a third more, and one the post-filter answers 2 - 6x less
+#: at most 1.4 - 1.7x the walk alone, and one the post-filter answers 1.5 - 5x less
 POST_BEAM = 2.0
 #: a flat collection scans a gathered subset below this fraction, else the whole codes with the bitmap
 FLAT_SUBSET_FRACTION = 0.3
