@@ -28,7 +28,8 @@ demo: $(VENV)/.cli.stamp
 	@if [ ! -d "$(DATA)/scifact" ]; then $(MAKE) $(VENV)/.cli+embed.stamp; fi
 	VECPACK_DATA="$(DATA)" $(BIN)/vecpack demo
 
-# every figure in README and docs/results comes from here (about 3 hours on 2 cores, 6 GB of scratch
+# every figure in README and docs/results comes from here (on 2 cores about 7 hours for the budget sweep,
+# most of it FAISS's OPQ training, and about 3 for the rest; 6 GB of scratch
 # disk); the ~50k SciFact-sentence set is embedded once into ~/.cache/vecpack (embed extra, ~11 min)
 bench: $(VENV)/.bench+embed+server.stamp
 	VECPACK_DATA="$(DATA)" $(BIN)/vecpack bench --dataset scifact --out docs/results
@@ -43,7 +44,7 @@ bench: $(VENV)/.bench+embed+server.stamp
 	for ds in scifact-sentences mnist scifact; do \
 	  VECPACK_DATA="$(DATA)" $(BIN)/python bench/insertion_order.py --dataset $$ds || exit 1; done
 	VECPACK_DATA="$(DATA)" $(BIN)/python bench/churn.py --dataset scifact-sentences
-	VECPACK_DATA="$(DATA)" $(BIN)/python bench/budget.py
+	VECPACK_DATA="$(DATA)" $(BIN)/python bench/budget.py --train-rows 16384 --fit-threads 2
 	VECPACK_DATA="$(DATA)" $(BIN)/python bench/autotune.py --dataset scifact
 	for ds in scifact msmarco-dl19 synthetic:100000:384; do \
 	  VECPACK_DATA="$(DATA)" $(BIN)/python bench/rabitq.py --dataset $$ds --bits 1 2 4 8 || exit 1; \
