@@ -8,6 +8,7 @@ import pytest
 import vecpack
 from vecpack import tuning
 from vecpack.codecs import make_codec
+from vecpack.codecs.space import REDUCTION, family_of
 from vecpack.errors import InvalidInput
 from vecpack.search import prepare
 
@@ -67,6 +68,14 @@ def test_tuner_picks_the_fastest_config_that_reaches_the_target_near_the_best(rn
     else:
         assert chosen["recall"] == max(c["recall"] for c in report["candidates"])
     assert all(make_codec(c["spec"], 32, "ip").code_size <= 32 for c in report["candidates"])
+
+
+def test_dimension_reduction_is_measured_only_against_sample_queries(rng):
+    x = prepare(clustered(rng, 3000), "cosine")
+    _, held_out = tuning.tune(x, "cosine", 16, 0.9)
+    assert held_out["candidates"] and all(family_of(c["spec"]) != REDUCTION for c in held_out["candidates"])
+    _, sampled = tuning.tune(x[500:], "cosine", 16, 0.9, queries=x[:100] + 0.05)
+    assert any(family_of(c["spec"]) == REDUCTION for c in sampled["candidates"])
 
 
 def test_tuner_rejects_a_budget_nothing_fits(rng):
