@@ -3,8 +3,9 @@
 The filter is evaluated first (``fields.FieldColumns.mask``), so the plan knows
 exactly how many live rows match; it then picks the cheapest way that keeps recall:
 
-* ``exact`` -- few matches (or fewer than ROWS_PER_EF per unit of the beam a filtered
-  walk would need): scan the codes of just those rows (then re-rank). Cost grows with
+* ``exact`` -- few matches (or fewer than POST_ROWS_PER_EF per unit of the beam a
+  post-filter would need, ROWS_PER_EF per unit of a filtered walk's): scan the codes of
+  just those rows (then re-rank). Cost grows with
   the matches, not the collection, and recall is the flat scan's.
 * ``postfilter`` -- a graph index: walk it as usual with the beam (ef) widened to
   max(ef / sqrt(s), POST_DEPTH * width / s), so that it is expected to meet POST_DEPTH
