@@ -5,8 +5,8 @@ exactly how many live rows match; it then picks the cheapest way that keeps reca
 
 * ``exact`` -- few matches (or fewer than POST_ROWS_PER_EF per unit of the beam a
   post-filter would need, ROWS_PER_EF per unit of a filtered walk's): scan the codes of
-  just those rows (then re-rank). Cost grows with
-  the matches, not the collection, and recall is the flat scan's.
+  just those rows (then re-rank). Cost grows with the matches, not the collection, and
+  recall is the flat scan's.
 * ``postfilter`` -- a graph index: walk it as usual with the beam (ef) widened to
   max(ef / sqrt(s), POST_DEPTH * width / s), so that it is expected to meet POST_DEPTH
   times the rows asked for among the matches, and keep the matching rows. Where the
