@@ -20,10 +20,12 @@ from vecpack.db import Database, connect
 from vecpack.errors import (
     ClosedError,
     Conflict,
+    ConnectionFailed,
     CorruptData,
     DimensionMismatch,
     InvalidInput,
     NotFound,
+    StorageError,
     UnknownSpec,
     VecpackError,
 )
@@ -45,6 +47,7 @@ __all__ = [
     "ClosedError",
     "Collection",
     "Conflict",
+    "ConnectionFailed",
     "CorruptData",
     "Database",
     "DimensionMismatch",
@@ -52,6 +55,7 @@ __all__ = [
     "InvalidInput",
     "NotFound",
     "Record",
+    "StorageError",
     "UnknownSpec",
     "VecpackError",
     "connect",

@@ -52,3 +52,11 @@ class Unauthorized(VecpackError, PermissionError):
 
 class Forbidden(VecpackError, PermissionError):
     """The API key's scope does not allow the request (HTTP 403)."""
+
+
+class StorageError(VecpackError, OSError):
+    """The disk refused a write or a read (full, I/O error): nothing of the failed call was written."""
+
+
+class ConnectionFailed(VecpackError, ConnectionError):
+    """The server could not be reached, or dropped the connection before answering (client only)."""
