@@ -58,6 +58,7 @@ bench: $(VENV)/.bench+embed+server.stamp
 	$(BIN)/python bench/tenants.py --dataset synthetic:1000000:384 --tenants 1000
 	$(BIN)/python bench/load.py --out docs/results
 	$(BIN)/python bench/load.py --crash --out docs/results
+	$(BIN)/python bench/stress.py --seconds 600 --writers 2 --readers 2 --http --out docs/results
 
 clean:
 	rm -rf $(VENV) build *.egg-info

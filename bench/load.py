@@ -54,7 +54,7 @@ from vecpack.benchmark.timing import machine_info
 from vecpack.client import RemoteCollection
 from vecpack.collection import Collection
 from vecpack.datasets import load_dataset
-from vecpack.errors import CorruptData, VecpackError
+from vecpack.errors import ConnectionFailed, CorruptData, VecpackError
 from vecpack.server import KeyStore
 
 COLLECTION = "load"
@@ -263,7 +263,7 @@ def client_loop(c: int, url: str, key: str, cfg: Config, queries: np.ndarray, de
         start = time.perf_counter()
         try:
             col = client.get_collection(COLLECTION)
-        except httpx.TransportError:  # a starved client may first connect after the kill
+        except (httpx.TransportError, ConnectionFailed):  # a starved client may first connect after the kill
             if not killed.is_set():
                 raise
             log = ClientLog()
@@ -294,7 +294,7 @@ def closed_loop(c: int, col: Collection | RemoteCollection, cfg: Config, queries
                 if len(hits) != K:
                     raise VecpackError(f"search returned {len(hits)} hits, not {K}")
             outcome = OK
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, ConnectionFailed) as exc:
             outcome = LOST if killed.is_set() else ERROR
             if outcome == ERROR:
                 log.errors.append(f"{type(exc).__name__}: {exc}")

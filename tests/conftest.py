@@ -1,4 +1,4 @@
-"""Shared fixtures: small seeded data (with a zero row and a duplicate), fresh databases."""
+"""Shared fixtures: small seeded data (with a near-zero row and a duplicate), fresh databases."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ def rng() -> np.random.Generator:
 
 @pytest.fixture
 def data(rng) -> np.ndarray:
-    """600 x 40 float32 with clusters, one zero row and one duplicated row (d not divisible by 8... or 64)."""
+    """600 x 40 float32 with clusters, one near-zero row (1e-6 of a typical norm: the shortest a cosine collection
+    takes is 1e-15) and one duplicated row (d not divisible by 8... or 64)."""
     centers = rng.normal(size=(12, 40))
     x = centers[rng.integers(0, 12, size=600)] + 0.5 * rng.normal(size=(600, 40))
-    x[7] = 0.0
+    x[7] *= 1e-6
     x[8] = x[9]
     return x.astype(np.float32)
 

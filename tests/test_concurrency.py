@@ -147,3 +147,132 @@ def test_concurrent_writers_are_serialised_and_all_land(col):
     assert not errors, errors[0]
     assert len(c) == 2000 + 4 * 10 * 5
     c.verify()
+
+
+# -- handles of other processes: each Database has its own catalog connections and in-memory state -------------------
+@pytest.fixture
+def two_handles(tmp_path):
+    """Two handles on one collection (as two processes would hold it): the reader, and a writer that compacts."""
+    x = _unit_rows(2000, 0)
+    reader_db, writer_db = vecpack.connect(tmp_path / "db"), vecpack.connect(tmp_path / "db")
+    c = reader_db.create_collection("c", dim=DIM, metric="ip", codec="float32", seal_rows=256, index="graph")
+    c.add(ids=list(range(2000)), vectors=x, metadata=[{"i": i} for i in range(2000)])
+    c.optimize()
+    yield c, writer_db.get_collection("c"), x
+    reader_db.close()
+    writer_db.close()
+
+
+def _compact_away(writer, ids) -> None:
+    writer.delete(ids=ids)
+    writer.optimize(compact=True)
+
+
+def test_search_racing_another_handles_compaction_names_the_scored_records(two_handles, monkeypatch):
+    """Another process compacts (renumbers rows) between a search's snapshot and its id lookup: every hit must
+    still be the record that was scored (before the fix, the hits named whatever record the new row numbers held)."""
+    reader, writer, x = two_handles
+    search = vecpack.Collection._search_snapshot
+    fired = []
+
+    def racing(*args, **kwargs):
+        out = search(*args, **kwargs)
+        if not fired:  # once: the other handle renumbers every row after the scored ones were chosen
+            fired.append(True)
+            _compact_away(writer, list(range(0, 2000, 3)))
+        return out
+
+    monkeypatch.setattr(vecpack.Collection, "_search_snapshot", staticmethod(racing))
+    q = x[[1, 2, 4, 5]]
+    found = reader.search(q, k=10)
+    assert fired
+    for qi, hits in enumerate(found):
+        assert len(hits) == 10
+        for hit in hits:
+            assert int(hit.id) % 3 != 0, "a record deleted before the ids were looked up"
+            assert hit.metadata == {"i": int(hit.id)}
+            assert hit.score == pytest.approx(float(x[int(hit.id)] @ q[qi]), abs=1e-5)
+        assert hits[0].id == str([1, 2, 4, 5][qi])
+
+
+def test_get_racing_another_handles_writes_returns_each_ids_vector(two_handles, monkeypatch):
+    """Another process appends and compacts between a get's refresh and its catalog reads: the records must be the
+    ids' own (before the fix: IndexError past the reader's vector view, or another row's vector)."""
+    reader, writer, x = two_handles
+    records = vecpack.Collection._records
+    new = _unit_rows(50, 9)
+    steps = [lambda: writer.add(ids=[f"n{i}" for i in range(50)], vectors=new),
+             lambda: _compact_away(writer, list(range(0, 2000, 2)))]
+
+    def racing(self, ids, code):
+        if steps and self is reader:
+            steps.pop(0)()
+        return records(self, ids, code)
+
+    monkeypatch.setattr(vecpack.Collection, "_records", racing)
+    try:
+        got = reader.get(["n3", "7"])
+        assert [r.id for r in got] == ["n3", "7"] and np.array_equal(got[0].vector, new[3])
+    except vecpack.NotFound:  # the get's generation predates the add: also consistent
+        pass
+    got = reader.get(["5", "9", "11"])  # the compaction now runs inside this get
+    assert not steps
+    assert [r.id for r in got] == ["5", "9", "11"]
+    for r in got:
+        assert np.array_equal(r.vector, x[int(r.id)]) and r.metadata == {"i": int(r.id)}
+
+
+# -- databases opened by other processes ------------------------------------------------------------------------------
+def test_connect_leaves_another_processes_create_in_progress_alone(tmp_path):
+    """connect() removed every .tmp-* folder, including one another process was building a collection in."""
+    import fcntl
+
+    from vecpack.db import STAGING_LOCK
+
+    vecpack.connect(tmp_path).close()
+    building = tmp_path / ".tmp-in-progress"
+    building.mkdir()
+    with open(tmp_path / STAGING_LOCK, "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)  # as a create of another process holds it
+        vecpack.connect(tmp_path).close()
+        assert building.is_dir()
+    vecpack.connect(tmp_path).close()  # nobody is staging now: it is a leftover
+    assert not building.exists()
+
+
+def test_creates_succeed_while_another_process_connects(tmp_path):
+    """Process A creates collections while process B connects in a loop (the audit: 77 of 480 creates failed, one
+    left a folder that create called Conflict and get / drop called NotFound)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import time, vecpack
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not __import__("os").path.exists({str(tmp_path / "done")!r}):
+            vecpack.connect({str(tmp_path)!r}).close()
+    """)
+    vecpack.connect(tmp_path).close()
+    connector = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        with vecpack.connect(tmp_path) as db:
+            for i in range(40):
+                db.create_collection(f"c{i}", dim=4, codec="float32").add(["a"], [[1, 0, 0, 0]])
+            assert db.list_collections() == sorted(f"c{i}" for i in range(40))
+            assert all(len(db.get_collection(f"c{i}")) == 1 for i in range(40))
+    finally:
+        (tmp_path / "done").touch()
+        connector.wait(60)
+    assert connector.returncode == 0
+
+
+def test_a_folder_without_a_collection_can_be_dropped(tmp_path):
+    with vecpack.connect(tmp_path) as db:
+        (tmp_path / "broken").mkdir()
+        with pytest.raises(vecpack.Conflict, match="holds no collection: drop_collection"):
+            db.create_collection("broken", dim=4)
+        with pytest.raises(vecpack.NotFound):
+            db.get_collection("broken")
+        db.drop_collection("broken")
+        assert len(db.create_collection("broken", dim=4)) == 0

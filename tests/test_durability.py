@@ -6,6 +6,7 @@ import mmap
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -49,6 +50,14 @@ def test_truncated_codes_are_reported(stored):
         db.get_collection("docs")
 
 
+@pytest.mark.parametrize("name", ["codes.bin", "vectors.f32"])
+def test_missing_row_file_is_reported(stored, name):
+    root, folder = stored
+    (folder / name).unlink()
+    with vecpack.connect(root) as db, pytest.raises(CorruptData, match=rf"{name}: missing, but the catalog names it"):
+        db.get_collection("docs")
+
+
 def test_corrupt_last_batch_detected_on_open(stored):
     root, folder = stored
     flip_byte(folder / "vectors.f32", HEADER_SIZE + 550 * 160 + 3)
@@ -89,6 +98,48 @@ def test_bad_header_and_catalog_detected(stored):
         db.get_collection("docs")
 
 
+@pytest.fixture
+def catalogued(tmp_path, data):
+    """A closed database whose catalog holds 3,000 records with metadata (its WAL folded into the file)."""
+    rows = np.tile(data, (5, 1))
+    with vecpack.connect(tmp_path) as db:
+        col = db.create_collection("docs", dim=data.shape[1], metric="l2", codec="int8")
+        col.add(ids=[f"doc-{i}" for i in range(3000)], vectors=rows, metadata=[{"i": i, "t": "x" * 40} for i in
+                                                                                range(3000)])
+        col.optimize()
+    return tmp_path, tmp_path / "docs"
+
+
+def test_verify_checks_the_catalog_and_sqlite_errors_are_corrupt_data(catalogued):
+    """200 flipped bytes in catalog.sqlite: verify() said OK and get raised sqlite3.DatabaseError."""
+    root, folder = catalogued
+    path = folder / "catalog.sqlite"
+    rng = np.random.default_rng(0)
+    for offset in rng.choice(np.arange(3 * 4096, path.stat().st_size), size=200, replace=False):
+        flip_byte(path, int(offset))
+    with sqlite3.connect(path) as conn:  # the damage is real: SQLite itself says so
+        assert conn.execute("PRAGMA quick_check").fetchone()[0] != "ok"
+    with vecpack.connect(root) as db:
+        col = db.get_collection("docs")
+        with pytest.raises(CorruptData, match=r"catalog\.sqlite: (damaged|database disk image is malformed)"):
+            col.verify()
+        for i in range(0, 3000, 7):  # reads fail as vecpack errors, never as sqlite3's
+            try:
+                col.get([f"doc-{i}"])
+            except vecpack.VecpackError:
+                pass
+
+
+def test_verify_finds_records_that_contradict_the_counters(catalogued):
+    root, folder = catalogued
+    with sqlite3.connect(folder / "catalog.sqlite") as conn:
+        conn.execute("DELETE FROM records WHERE row = 5")  # a record lost without its tombstone
+    with vecpack.connect(root) as db:
+        col = db.get_collection("docs")
+        with pytest.raises(CorruptData, match=r"inconsistent .*2999 records and 0 tombstones"):
+            col.verify()
+
+
 def test_uncommitted_tail_is_ignored_and_overwritten(stored, data):
     root, folder = stored
     with open(folder / "vectors.f32", "r+b") as f:  # a crash after writing vectors, before the commit
@@ -117,6 +168,59 @@ def test_failed_write_leaves_no_trace(db, data, monkeypatch):
     col.add(ids=list(range(10, 20)), vectors=data[10:20])
     assert len(col) == 20
     np.testing.assert_array_equal(col.get(["15"])[0].vector, data[15])
+
+
+@pytest.mark.parametrize("error", [sqlite3.OperationalError("database or disk is full"), OSError(28, "No space left")])
+def test_a_write_the_disk_refuses_is_a_storage_error_and_writes_nothing(db, data, monkeypatch, error):
+    col = db.create_collection("docs", dim=data.shape[1], metric="l2", codec="float32")
+    col.add(ids=list(range(10)), vectors=data[:10])
+
+    def full(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(col._catalog, "insert_records", full)
+    with pytest.raises(vecpack.StorageError, match=r"full|No space"):
+        col.add(ids=list(range(10, 20)), vectors=data[10:20])
+    monkeypatch.undo()
+    assert len(col) == 10 and col.stats()["rows"] == 10
+    col.add(ids=list(range(10, 20)), vectors=data[10:20])  # the retry is not a Conflict: nothing was written
+    assert len(col) == 20
+
+
+def test_a_seal_failing_after_the_commit_is_not_the_writes_failure(db, data, monkeypatch):
+    """Sealing runs after the write's commit: its failure (a full disk) must not be reported as the write's, must
+    not wedge the collection, and shows in stats() until a seal succeeds."""
+    col = db.create_collection("docs", dim=data.shape[1], metric="l2", codec="int8", seal_rows=100)
+    col.add(ids=list(range(50)), vectors=data[:50])
+    seal = vecpack.Collection._seal
+
+    def full(self):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(vecpack.Collection, "_seal", full)
+    col.add(ids=list(range(50, 150)), vectors=data[50:150])  # crosses seal_rows: the seal fails, the add does not
+    stats = col.stats()
+    assert len(col) == 150 and stats["growing_rows"] == 150
+    assert "seal failed: OperationalError: database or disk is full" in stats["maintenance_error"]
+    assert stats["maintenance_failures"] == 1
+    assert col.search(data[120], k=1)[0].id == "120"  # unsealed rows are searched exactly
+    monkeypatch.setattr(vecpack.Collection, "_seal", seal)
+    col.add(ids=list(range(150, 250)), vectors=data[150:250])
+    stats = col.stats()
+    assert stats["sealed_rows"] == 250 and stats["maintenance_error"] is None and stats["maintenance_failures"] == 1
+
+
+def test_float16_saturates_values_beyond_its_range_instead_of_failing_every_seal(db):
+    """One row beyond float16's range (65504) made every later seal fail after its commit: the next add reported
+    an error for rows it had written, and optimize() failed for good."""
+    col = db.create_collection("f16", dim=4, metric="l2", codec="float16", seal_rows=100)
+    col.add(ids=["big"], vectors=[[100000.0, 0, 0, 0]])
+    rows = np.random.default_rng(0).standard_normal((100, 4)).astype(np.float32)
+    col.add(ids=list(range(100)), vectors=rows)
+    assert len(col) == 101 and col.stats()["sealed_rows"] == 101 and col.stats()["maintenance_error"] is None
+    col.optimize()
+    assert col.search([100000.0, 0, 0, 0], k=1, rerank=10)[0].id == "big"
+    assert col.search(rows[7], k=1)[0].id == "7"
 
 
 def test_resident_rows_follow_the_file(tmp_path):

@@ -171,3 +171,52 @@ def test_a_failed_recode_leaves_the_old_codec_serving(tmp_path, rng, monkeypatch
     col.verify()
     col.optimize()  # removes the half-written files of the failed attempt
     assert sorted(p.name for p in (tmp_path / "docs").iterdir() if p.name.startswith("codes")) == ["codes-1.bin"]
+
+
+# -- refitting a codec the rows have drifted from (issue 19) -------------------------------------------------------
+def test_fidelity_is_lower_for_a_codec_fitted_on_other_data(rng):
+    x = clustered(rng, 3000)
+    here = make_codec("int8", 32, "l2").fit(x)
+    elsewhere = make_codec("int8", 32, "l2").fit(0.05 * x)  # a range 20x too narrow: most values clamp
+    assert tuning.fidelity(here, x, "l2") > 0.9 > tuning.fidelity(elsewhere, x, "l2") + 0.2
+
+
+def _drift_recall(path, rng, codec: str, drift: bool) -> float:
+    """recall@10 (default re-rank) on rows of a new range and centre, in a collection whose rows were replaced by
+    them after its codec was fitted (``drift``), or which held only them."""
+    old, new = clustered(rng, 3000), 30.0 * clustered(rng, 3000) + 100.0
+    queries = new[:50] + rng.normal(size=(50, 32)).astype(np.float32)
+    truth = np.argsort(((queries[:, None] - new[None]) ** 2).sum(-1), axis=1)[:, :10]
+    with vecpack.connect(path) as db:
+        col = db.create_collection("d", dim=32, metric="l2", codec=codec, index="graph")
+        if drift:
+            col.add(ids=[f"o{i}" for i in range(3000)], vectors=old)
+            col.optimize()
+            col.delete(delete_all=True)
+        col.add(ids=list(range(3000)), vectors=new)
+        col.optimize()
+        assert col.stats()["indexed_rows"] == col.stats()["rows"]
+        found = [[int(h.id) for h in hits] for hits in col.search(queries, k=10)]
+    return float(np.mean([len(set(f) & set(t.tolist())) / 10 for f, t in zip(found, truth, strict=True)]))
+
+
+@pytest.mark.parametrize("codec", ["int8", "binary", "pq8"])
+def test_optimize_refits_a_codec_the_rows_have_drifted_from(tmp_path, codec):
+    """Rows replaced by rows of another range and centre: optimize() refits the codec and re-encodes, so recall is
+    that of a collection fitted on the new rows (before the fix the first fit served for good: int8 clamped the
+    new rows to the old ranges, binary coded them against the old mean)."""
+    drifted = _drift_recall(tmp_path / "drifted", np.random.default_rng(0), codec, drift=True)
+    fresh = _drift_recall(tmp_path / "fresh", np.random.default_rng(0), codec, drift=False)
+    assert drifted >= fresh - 0.02, (drifted, fresh)
+
+
+def test_optimize_keeps_a_codec_that_still_fits(tmp_path, rng, monkeypatch):
+    with vecpack.connect(tmp_path) as db:
+        col = db.create_collection("d", dim=32, metric="l2", codec="int8")
+        col.add(ids=list(range(3000)), vectors=clustered(rng, 3000))
+        col.optimize()
+        recoded = []
+        monkeypatch.setattr(vecpack.Collection, "_recode", lambda self, *a, **k: recoded.append(a))
+        col.add(ids=list(range(3000, 4000)), vectors=clustered(np.random.default_rng(5), 1000))
+        col.optimize()
+        assert not recoded

@@ -6,9 +6,12 @@
 
 Arguments are checked here with the embedded checks (``vecpack.validate``), so a bad call raises the
 same exception with the same message without a round trip; server errors map back to the same classes
-(``InvalidInput``, ``NotFound``, ``Conflict``, ...) plus ``Unauthorized`` / ``Forbidden``. Batches of
-more than ``BINARY_MIN_FLOATS`` values travel as a binary float32 body (``vecpack.server.app``).
-Needs the server extra (httpx).
+(``InvalidInput``, ``NotFound``, ``Conflict``, ``StorageError``, ...) plus ``Unauthorized`` / ``Forbidden``;
+a failed connection raises ``ConnectionFailed``. Reads (get, search, count, explain, describe, list, stats,
+verify, tuning-report) are sent again once when the connection was reset or closed before the answer; writes
+are not, since the server may have applied them. Batches of at least ``BINARY_MIN_FLOATS`` values, and any
+whose JSON body would exceed the server's JSON limit (``GET /limits``), travel as a binary float32 body
+(``vecpack.server.app``). Needs the server extra (httpx).
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ from vecpack.collection import DEFAULT_SEAL_ROWS, Hit, Record
 from vecpack.errors import (
     ClosedError,
     Conflict,
+    ConnectionFailed,
     CorruptData,
     DimensionMismatch,
     Forbidden,
     InvalidInput,
     NotFound,
     PayloadTooLarge,
+    StorageError,
     Unauthorized,
     UnknownSpec,
     VecpackError,
@@ -39,12 +44,16 @@ from vecpack.errors import (
 
 #: vector batches with at least this many float32 values are sent as a binary body
 BINARY_MIN_FLOATS = 4096
+#: the JSON limit assumed of a server that does not publish its limits (``vecpack.server.Limits`` default)
+DEFAULT_MAX_JSON_BYTES = 4 << 20
 _ERRORS: dict[str, type[VecpackError]] = {
     cls.__name__: cls for cls in (InvalidInput, DimensionMismatch, UnknownSpec, PayloadTooLarge, NotFound, Conflict,
-                                  CorruptData, ClosedError, Unauthorized, Forbidden)
+                                  CorruptData, ClosedError, Unauthorized, Forbidden, StorageError)
 }
 _BY_STATUS: dict[int, type[VecpackError]] = {401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict,
-                                              413: PayloadTooLarge, 422: InvalidInput}
+                                              413: PayloadTooLarge, 422: InvalidInput, 507: StorageError}
+#: what a connection the server (or a proxy) reset or closed before answering raises: a read is sent again once
+_DROPPED = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 
 
 class Client:
@@ -55,25 +64,49 @@ class Client:
     url : the server, e.g. "http://127.0.0.1:8000".
     api_key : sent as ``Authorization: Bearer``; default ``$VECPACK_API_KEY``.
     timeout : seconds per request (optimize on a large collection can take minutes).
+    transport : an ``httpx`` transport to send requests through (custom TLS or proxies, or a mock in tests).
     """
 
     def __init__(self, url: str = "http://127.0.0.1:8000", api_key: str | None = None, *,
-                 timeout: float = 300.0) -> None:
+                 timeout: float = 300.0, transport: httpx.BaseTransport | None = None) -> None:
         api_key = api_key if api_key is not None else os.environ.get("VECPACK_API_KEY")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.url = url
-        self._http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
+        self._http = httpx.Client(base_url=url, headers=headers, timeout=timeout, transport=transport)
+        self._limits: dict[str, int] | None = None
 
-    def request(self, method: str, path: str, body: Any = None, *, content: bytes | None = None) -> Any:
-        """One call: JSON ``body`` (or binary ``content``) in, the decoded JSON out; errors raised as vecpack's."""
-        if content is not None:
-            response = self._http.request(method, path, content=content,
-                                          headers={"Content-Type": "application/octet-stream"})
-        else:
-            response = self._http.request(method, path, json=body)
+    def request(self, method: str, path: str, body: Any = None, *, content: bytes | None = None,
+                binary: bool = False, idempotent: bool | None = None) -> Any:
+        """One call: JSON ``body`` (or ``content``: JSON text, or a binary body when ``binary``) in, the decoded
+        JSON out; errors raised as vecpack's. ``idempotent`` (default: GET requests) calls are sent again once
+        if the connection drops before the answer."""
+        if content is None:
+            content = _json_bytes(body) if body is not None else None
+        kind = "application/octet-stream" if binary else "application/json"
+        headers = {"Content-Type": kind} if content is not None else None
+        retry = method == "GET" if idempotent is None else idempotent
+        for attempt in (1, 2):
+            try:
+                response = self._http.request(method, path, content=content, headers=headers)
+                break
+            except _DROPPED as exc:
+                if retry and attempt == 1:
+                    continue
+                raise _failed(f"{method} {self.url}{path}", exc, retry) from exc
+            except httpx.TransportError as exc:
+                raise _failed(f"{method} {self.url}{path}", exc, retry) from exc
         if response.is_error:
             raise _error(response)
         return response.json()
+
+    def limits(self) -> dict[str, int]:
+        """The server's request limits (``vecpack.server.Limits``), asked once per client."""
+        if self._limits is None:
+            try:
+                self._limits = self.request("GET", "/limits")
+            except NotFound:  # a server from before GET /limits
+                self._limits = {"max_json_bytes": DEFAULT_MAX_JSON_BYTES}
+        return self._limits
 
     def create_collection(
         self, name: str, dim: int, metric: str = "cosine", codec: str = "int8", *,
@@ -130,18 +163,23 @@ class RemoteCollection:
         self.multi_tenant: bool = info["multi_tenant"]
         self._path = f"/collections/{self.name}"
 
-    def _call(self, method: str, action: str, body: Any = None, *, content: bytes | None = None) -> Any:
+    def _call(self, method: str, action: str, body: Any = None, *, content: bytes | None = None,
+              binary: bool = False, idempotent: bool | None = None) -> Any:
         return self._client.request(method, f"{self._path}/{action}" if action else self._path, body,
-                                    content=content)
+                                    content=content, binary=binary, idempotent=idempotent)
 
-    def _send(self, action: str, field: str, x: np.ndarray, shape: list[int], body: dict[str, Any]) -> Any:
-        """POST ``body`` plus the float32 array ``x`` as ``field``: binary for large batches, else JSON."""
+    def _send(self, action: str, field: str, x: np.ndarray, shape: list[int], body: dict[str, Any], *,
+              idempotent: bool = False) -> Any:
+        """POST ``body`` plus the float32 array ``x`` as ``field``: JSON for small batches, else binary (the
+        binary body costs the server its size; JSON many times its size, so the server caps it)."""
         if x.size < BINARY_MIN_FLOATS:
-            return self._call("POST", action, {**body, field: x.reshape(shape).tolist()})
-        header = json.dumps({**body, "shape": shape}).encode()
+            text = _json_bytes({**body, field: x.reshape(shape).tolist()})
+            if len(text) <= self._client.limits()["max_json_bytes"]:
+                return self._call("POST", action, content=text, idempotent=idempotent)
+        header = _json_bytes({**body, "shape": shape})
         header += b" " * (-(4 + len(header)) % 4)  # the floats start 4-byte aligned: read in place
         content = len(header).to_bytes(4, "little") + header + x.astype("<f4").tobytes()
-        return self._call("POST", action, content=content)
+        return self._call("POST", action, content=content, binary=True, idempotent=idempotent)
 
     # -- writes
     def add(self, ids: Any, vectors: Any, metadata: Any = None, *, tenant: str | None = None) -> None:
@@ -154,14 +192,19 @@ class RemoteCollection:
 
     def _write(self, action: str, ids: Any, vectors: Any, metadata: Any, tenant: str | None) -> None:
         ids = validate.ids(ids)
-        x = validate.vectors(vectors, self.dim, len(ids))
+        x = validate.vectors(vectors, self.dim, len(ids), metric=self.metric)
         validate.metadata(metadata, len(ids))
         self._send(action, "vectors", x, list(x.shape), {"ids": ids, "metadata": metadata, "tenant": tenant})
 
-    def delete(self, ids: Any = None, *, where: dict[str, Any] | None = None, tenant: str | None = None) -> int:
-        """Delete records by id and/or filter; returns how many were deleted (NotFound for an unknown id)."""
+    def delete(self, ids: Any = None, *, where: dict[str, Any] | None = None, tenant: str | None = None,
+               delete_all: bool = False) -> int:
+        """Delete records by id and/or filter, or every record (of the tenant) with ``delete_all``; returns how
+        many were deleted (NotFound for an unknown id)."""
         ids = validate.ids(ids) if ids is not None else None
-        return self._call("POST", "delete", {"ids": ids, "where": where, "tenant": tenant})["deleted"]
+        body: dict[str, Any] = {"ids": ids, "where": where, "tenant": tenant}
+        if delete_all:  # only when set: servers from before delete_all refuse the unknown field
+            body["delete_all"] = True
+        return self._call("POST", "delete", body)["deleted"]
 
     def optimize(self, *, compact: bool | None = None) -> None:
         """Seal growing rows, bring the index up to date, compact (``Collection.optimize``)."""
@@ -179,9 +222,9 @@ class RemoteCollection:
         rerank: int | None = None, ef: int | None = None, nprobe: int | None = None, tenant: str | None = None,
     ) -> list[Hit] | list[list[Hit]]:
         """Nearest records, best first: a list of Hit for a (dim,) query, one list per query for (m, dim)."""
-        q, single = validate.queries(q, self.dim)
+        q, single = validate.queries(q, self.dim, metric=self.metric)
         body = {"k": k, "where": where, "rerank": rerank, "ef": ef, "nprobe": nprobe, "tenant": tenant}
-        hits = self._send("search", "q", q, [self.dim] if single else list(q.shape), body)["hits"]
+        hits = self._send("search", "q", q, [self.dim] if single else list(q.shape), body, idempotent=True)["hits"]
         if single:
             return [Hit(**h) for h in hits]
         return [[Hit(**h) for h in row] for row in hits]
@@ -194,18 +237,19 @@ class RemoteCollection:
         ids = validate.ids(ids, unique=False) if ids is not None else None
         body = {"ids": ids, "where": where, "limit": limit, "offset": offset, "tenant": tenant}
         return [Record(r["id"], np.array(r["vector"], dtype=np.float32), r["metadata"])
-                for r in self._call("POST", "get", body)["records"]]
+                for r in self._call("POST", "get", body, idempotent=True)["records"]]
 
     def count(self, where: dict[str, Any] | None = None, *, tenant: str | None = None) -> int:
         """Live records (of the tenant), or those passing ``where``."""
-        return self._call("POST", "count", {"where": where, "tenant": tenant})["count"]
+        return self._call("POST", "count", {"where": where, "tenant": tenant}, idempotent=True)["count"]
 
     def explain(
         self, k: int = 10, *, where: dict[str, Any] | None = None, ef: int | None = None, nprobe: int | None = None,
         tenant: str | None = None,
     ) -> dict[str, Any]:
         """How ``search`` would run: the plan, matching rows, selectivity, why."""
-        return self._call("POST", "explain", {"k": k, "where": where, "ef": ef, "nprobe": nprobe, "tenant": tenant})
+        return self._call("POST", "explain", {"k": k, "where": where, "ef": ef, "nprobe": nprobe, "tenant": tenant},
+                          idempotent=True)
 
     def stats(self) -> dict[str, Any]:
         """Counts and sizes (``Collection.stats``)."""
@@ -216,7 +260,7 @@ class RemoteCollection:
 
     def verify(self) -> None:
         """Check every checksum on the server; raises CorruptData on a mismatch."""
-        self._call("POST", "verify")
+        self._call("POST", "verify", idempotent=True)
 
     def __len__(self) -> int:
         """Live records over every tenant (from ``stats``: not for tenant-pinned keys)."""
@@ -264,6 +308,23 @@ class RemoteCollection:
 
     def __repr__(self) -> str:
         return f"RemoteCollection({self.name!r}, dim={self.dim}, metric={self.metric!r}, url={self._client.url!r})"
+
+
+def _json_bytes(body: Any) -> bytes:
+    """``body`` as compact UTF-8 JSON, as httpx would send it."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _failed(call: str, exc: httpx.TransportError, idempotent: bool) -> ConnectionFailed:
+    """The ConnectionFailed for ``call`` ("METHOD url") that got no answer, saying whether it may have taken effect."""
+    what = f"{call}: {type(exc).__name__}: {exc or 'no detail'}"
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return ConnectionFailed(f"cannot reach the server ({what})")
+    if isinstance(exc, _DROPPED) and idempotent:
+        return ConnectionFailed(f"the connection dropped twice before the server answered ({what})")
+    if not idempotent:
+        return ConnectionFailed(f"no answer from the server ({what}); it may or may not have applied the call")
+    return ConnectionFailed(f"no answer from the server ({what})")
 
 
 def _error(response: httpx.Response) -> VecpackError:

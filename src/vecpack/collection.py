@@ -23,7 +23,9 @@ from __future__ import annotations
 import fcntl
 import io
 import json
+import logging
 import shutil
+import sqlite3
 import threading
 import uuid
 import zlib
@@ -37,7 +39,8 @@ import numpy as np
 
 from vecpack import filters, planner, tenants, validate
 from vecpack.codecs import Codec, load_codec, make_codec, save_codec
-from vecpack.errors import ClosedError, Conflict, CorruptData, InvalidInput, NotFound
+from vecpack.codecs.base import inliers
+from vecpack.errors import ClosedError, Conflict, CorruptData, InvalidInput, NotFound, StorageError, VecpackError
 from vecpack.fields import FieldColumns
 from vecpack.index import INDEX_KINDS, Index
 from vecpack.index.base import arrays_crc, load_arrays, save_arrays
@@ -49,7 +52,9 @@ from vecpack.storage.catalog import Catalog
 from vecpack.storage.files import write_atomic
 from vecpack.storage.rowfile import RowFile
 from vecpack.tenant_clusters import TenantClusters
-from vecpack.tuning import MIN_TUNE_ROWS, bytes_per_vector, check_settings, tune
+from vecpack.tuning import MIN_TUNE_ROWS, bytes_per_vector, check_settings, fidelity, tune
+
+log = logging.getLogger("vecpack")
 
 VECTORS_MAGIC = b"VPKVEC01"
 CODES_MAGIC = b"VPKCODE1"
@@ -61,8 +66,23 @@ PREAD_RERANK_BYTES = 64 << 20
 COMPACT_FRACTION = 0.1
 #: an index is built once this many rows are sealed (below it, a flat scan is as fast)
 MIN_INDEX_ROWS = 1024
+#: optimize() refits the codec when its fidelity (recall@10 of its own scores on a sample of the live rows,
+#: ``tuning.fidelity``) fell this much below its fidelity at fit time, and a refitted codec gains as much: the
+#: measurement's noise on ~2,000 hits is about 0.01
+DRIFT_LOSS = 0.05
+#: rows of a sample that fidelity is measured on (200 of them as queries)
+FIDELITY_ROWS = 10_000
 #: searches restarted because a compaction renumbered the rows under them, before giving up
 SNAPSHOT_TRIES = 3
+#: why each plan runs, as ``explain`` tells a tenant: in words that do not depend on the other tenants' rows
+TENANT_PLANS = {
+    "none": "none of the tenant's rows match",
+    "exact": "an exact scan of the codes of the tenant's matching rows",
+    "clusters": "the tenant's rows in the shared clusters nearest the query",
+    "postfilter": "a walk of the shared index keeping the tenant's matching rows",
+    "filtered": "a walk of the shared index through the tenant's matching rows only",
+    "scan": "a scan of every code, keeping the tenant's matching rows",
+}
 #: the codec spec of a collection that chooses its codec by measurement (``vecpack.tuning``)
 AUTO = "auto"
 SAMPLE_QUERIES = "sample_queries.npy"
@@ -75,6 +95,16 @@ class Hit:
     id: str
     score: float
     metadata: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Committed:
+    """What one write transaction committed: its number (``commit_seq``), the row counters and the index."""
+
+    seq: int
+    n_rows: int
+    sealed_rows: int
+    index_state: dict[str, Any] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +153,9 @@ class Collection:
         self._clusters: TenantClusters | None = None  # a multi-tenant index's shared clustering
         self._tenant_codes: dict[str, tuple[int, bool]] = {}  # name -> (code, active), cleared on every change
         self._indexed_fields: list[tuple[str, ...]] | None = None  # paths of the field indexes; None = reread
+        # maintenance after a commit (sealing) that failed: it is not the write's failure (stats() shows it)
+        self._maintenance_error: str | None = None
+        self._maintenance_failures = 0
         try:
             meta = self._db.all_meta()
             self.name: str = meta["name"]
@@ -134,7 +167,9 @@ class Collection:
             self.multi_tenant: bool = meta.get("multi_tenant", False)
             # an "auto" collection holds a placeholder until its first seal chooses the codec
             self._codec: Codec = make_codec(_placeholder(meta["codec"]), self.dim, self._codec_metric)
-            self._load_state()
+            self._data_version, self._applied_seq = -1, -1  # no state loaded yet: the first refresh loads it
+            with self._reading():
+                pass
         except BaseException:
             self._close_files()
             self._catalog.close()
@@ -197,10 +232,17 @@ class Collection:
         files = (meta.get("vectors_file", "vectors.f32"), meta.get("codes_file", "codes.bin"))
         if files != self._files:  # first open, or another handle compacted or re-encoded into new files
             self._close_files()
-            self._vectors = RowFile(self.path / files[0], VECTORS_MAGIC, 4 * self.dim)
-            self._codes = RowFile(self.path / files[1], CODES_MAGIC, self._codec.code_size,
-                                  resident=not self.memory_map)
-            self._files = files
+            try:
+                vectors = RowFile(self.path / files[0], VECTORS_MAGIC, 4 * self.dim)
+                try:
+                    codes = RowFile(self.path / files[1], CODES_MAGIC, self._codec.code_size,
+                                    resident=not self.memory_map)
+                except BaseException:
+                    vectors.close()
+                    raise
+            except FileNotFoundError as exc:
+                raise CorruptData(f"{exc.filename}: missing, but the catalog names it") from exc
+            self._vectors, self._codes, self._files = vectors, codes, files
         self._vectors.check(n_rows)
         self._codes.check(sealed)
         self._verify_tail("batches", self._vectors)
@@ -215,6 +257,7 @@ class Collection:
         self._tenant_codes.clear()
         self._indexed_fields = None
         self._data_version = self._db.data_version()
+        self._applied_seq = meta.get("commit_seq", 0)
 
     def _load_index(self, state: dict[str, Any] | None, sealed: int) -> None:
         """Open the index folder named in the catalog: its arrays are read (or memory-mapped), never rebuilt."""
@@ -242,11 +285,40 @@ class Collection:
             raise CorruptData(f"{rows.path}: checksum mismatch in rows {last[0]}..{last[0] + last[1] - 1}")
 
     def _refresh(self) -> None:
-        """Reload state if another process committed since we last looked."""
+        """Reload state if another handle (of this process or another) committed since we last looked. Our own
+        commits are applied by ``_apply``; ``commit_seq``, counted by every write transaction, tells them apart."""
         if self._closed:
             raise ClosedError(f"collection {self.name!r} is closed")
-        if self._db.data_version() != self._data_version:
-            self._load_state()
+        with self._db.snapshot():
+            version = self._db.data_version()
+            if version == self._data_version:
+                return
+            if self._db.get_meta("commit_seq", 0) == self._applied_seq:
+                self._data_version = version  # nothing but our own commits since
+            else:
+                self._load_state()
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """``_lock`` held and one catalog read transaction open, the in-memory state refreshed at its start:
+        what the block reads from the catalog and from memory is one generation, whoever commits meanwhile."""
+        with self._lock:
+            if self._closed:
+                raise ClosedError(f"collection {self.name!r} is closed")
+            try:
+                for attempt in range(SNAPSHOT_TRIES):
+                    with self._db.snapshot():
+                        try:
+                            self._refresh()
+                        except CorruptData as exc:
+                            # a file our snapshot names was removed by a newer commit of another process: again
+                            if isinstance(exc.__cause__, FileNotFoundError) and attempt + 1 < SNAPSHOT_TRIES:
+                                continue
+                            raise
+                        yield
+                        return
+            except sqlite3.Error as exc:
+                raise _storage_error(exc, self.path) from exc
 
     # -- writes -----------------------------------------------------------------------
     def add(self, ids: Any, vectors: Any, metadata: Any = None, *, tenant: str | None = None) -> None:
@@ -290,12 +362,16 @@ class Collection:
             self._append(keys, x, meta)
         self._maybe_seal()
 
-    def delete(self, ids: Any = None, *, where: dict[str, Any] | None = None, tenant: str | None = None) -> int:
+    def delete(
+        self, ids: Any = None, *, where: dict[str, Any] | None = None, tenant: str | None = None,
+        delete_all: bool = False,
+    ) -> int:
         """Delete records by id, by filter, or the ids that pass the filter; returns how many were deleted.
 
         Fails with ``NotFound`` (deleting nothing) if any given id is unknown. The
         filter is evaluated inside the write transaction: exactly the rows matching at
-        commit time go.
+        commit time go. A filter without conditions (``{}``) is refused: deleting every
+        record (of the tenant) takes ``delete_all=True`` and neither ids nor where.
 
         Examples
         --------
@@ -304,11 +380,20 @@ class Collection:
         >>> col.add(ids=[1, 2, 3], vectors=np.eye(3)[:, :2] + 1, metadata=[{"y": 1}, {"y": 2}, {"y": 3}])
         >>> col.delete(where={"y": {"$gte": 2}}), len(col)
         (2, 1)
+        >>> col.delete(delete_all=True), len(col)
+        (1, 0)
         """
-        if ids is None and where is None:
-            raise InvalidInput("delete needs ids, where, or both")
+        if not isinstance(delete_all, bool):
+            raise InvalidInput(f"delete_all must be True or False, got {delete_all!r}")
+        if delete_all and (ids is not None or where is not None):
+            raise InvalidInput("delete_all=True deletes every record (of the tenant): give it no ids or where")
+        if not delete_all and ids is None and where is None:
+            raise InvalidInput("delete needs ids, where, or both (delete_all=True deletes every record)")
         ids = validate.ids(ids) if ids is not None else None
         node = filters.parse(where) if where is not None else None
+        if node is not None and filters.unconditional(node):
+            raise InvalidInput(f"where={where!r} has no condition and would delete every record: "
+                               "call delete(delete_all=True) for that")
         with self._write(), self._lock:  # _lock: the selection extends the shared field columns
             code = self._tenant(tenant)
             if ids is not None:
@@ -316,7 +401,8 @@ class Collection:
                 if node is not None:
                     rows = rows[self._filter_mask(node)[rows]]
             else:
-                rows = self._select(code, node).rows()
+                selection = self._select(code, node)
+                rows = np.flatnonzero(self._live[: self._n_rows]) if selection.everything else selection.rows()
             self._delete_rows(rows.tolist())
         return int(rows.size)
 
@@ -333,12 +419,13 @@ class Collection:
         Searches keep using the previous index while a new one is built; the switch is one
         catalog commit. A crash at any point leaves the previous state serving.
         """
-        with self._optimize_lock, self._exclusive("optimize.lock"):
+        with self._optimize_lock, self._exclusive("optimize.lock"), _storage_errors(self.path):
             with self._write_lock:
-                with self._lock:
-                    self._refresh()
+                with self._write():  # no other process is inside a write transaction, writing files
                     self._remove_stale_files()
                 self._seal()
+                self._maintenance_error = None
+                self._refit_if_drifted()
                 with self._lock:
                     deleted, n_rows = self._n_rows - self._n_live, self._n_rows
                 if compact or (compact is None and deleted and deleted >= COMPACT_FRACTION * n_rows):
@@ -356,7 +443,8 @@ class Collection:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def _remove_stale_files(self) -> None:
-        """Delete files and index folders the catalog no longer names (left by a crash or a compaction)."""
+        """Delete files and index folders the catalog no longer names (left by a crash or a compaction). Inside a
+        write transaction, under optimize's lock: no other process is writing files it is about to commit."""
         meta = self._db.all_meta()
         state = meta.get("index_state")
         current = {meta.get("vectors_file", "vectors.f32"), meta.get("codes_file", "codes.bin"),
@@ -369,8 +457,7 @@ class Collection:
     def _update_index(self) -> None:
         """Build or extend the index to cover every sealed row, off the lock, then switch to it atomically."""
         cls = INDEX_KINDS[self.index_kind]
-        with self._lock:
-            self._refresh()
+        with self._reading():
             old, old_dir, sealed, clusters = self._index, self._index_dir, self._sealed, self._clusters
             if cls is None or sealed == (old.rows if old else 0) or sealed < MIN_INDEX_ROWS:
                 return
@@ -444,13 +531,13 @@ class Collection:
             self._db.set_meta(n_rows=int(keep.size), sealed_rows=int(keep_sealed.size), generation=gen,
                               vectors_file=files[0], codes_file=files[1], index_state=index_state)
             self._pending["reload"] = True
-        with self._lock:
+        with self._write():
             self._remove_stale_files()
         self._catalog.checkpoint()
 
     def _check_batch(self, ids: Any, vectors: Any, metadata: Any) -> tuple[list[str], np.ndarray, list[str | None]]:
         ids = validate.ids(ids)
-        x = validate.vectors(vectors, self.dim, len(ids))
+        x = validate.vectors(vectors, self.dim, len(ids), metric=self.metric)
         return ids, x, validate.metadata(metadata, len(ids))
 
     class _WriteTxn:
@@ -468,14 +555,17 @@ class Collection:
             col = self.col
             col._write_lock.acquire()
             try:
-                with col._lock:
-                    col._refresh()
+                with col._reading():  # before the write lock: load what is new (most of it) without holding it
+                    pass
                 self.txn = col._catalog.transaction()
                 self.txn.__enter__()
                 with col._lock:
                     col._refresh()  # another process may have committed before we took the write lock
                 col._writer = threading.get_ident()
                 col._pending = {"deleted": [], "added": 0, "codec": None, "reload": False, "forget": []}
+            except (sqlite3.Error, OSError) as exc:
+                col._write_lock.release()
+                raise _storage_error(exc, col.path) from exc
             except BaseException:
                 col._write_lock.release()
                 raise
@@ -484,15 +574,26 @@ class Collection:
             col = self.col
             try:
                 with col._lock:
+                    committed = None
                     try:
-                        self.txn.__exit__(*exc)
+                        try:
+                            committed = col._committing() if exc[0] is None else None
+                        except BaseException as failed:
+                            self.txn.__exit__(type(failed), failed, failed.__traceback__)  # ROLLBACK
+                            raise
+                        self.txn.__exit__(*exc)  # COMMIT, or ROLLBACK if the body raised
+                    except (sqlite3.Error, OSError) as failed:
+                        raise _storage_error(failed, col.path) from failed
                     finally:
                         col._writer = None
-                    if exc[0] is None:
-                        col._apply(**col._pending)
+                    if committed is not None:
+                        col._apply(committed, **col._pending)
             finally:
                 col._pending = {}
                 col._write_lock.release()
+            if exc[0] is not None and issubclass(exc[0], sqlite3.Error | OSError) and not isinstance(
+                    exc[1], VecpackError):  # rolled back: nothing of the call was written
+                raise _storage_error(exc[1], col.path) from exc[1]
 
     def _write(self) -> Collection._WriteTxn:
         return Collection._WriteTxn(self)
@@ -511,14 +612,24 @@ class Collection:
         self._db.delete_rows(rows)
         self._pending["deleted"].extend(rows)
 
-    def _apply(self, deleted: list[int], added: int, codec: Codec | None, reload: bool, forget: list[int]) -> None:
-        """After a commit, ``_lock`` held: bring counters, the live mask, the codec and the index in line
-        with the catalog (``forget``: tenants whose row lists the caller drops)."""
+    def _committing(self) -> _Committed:
+        """Inside a write transaction, just before COMMIT: count the commit, and read what it leaves."""
+        seq = self._db.get_meta("commit_seq", 0) + 1
+        self._db.set_meta(commit_seq=seq)
+        return _Committed(seq, self._db.get_meta("n_rows"), self._db.get_meta("sealed_rows"),
+                          self._db.get_meta("index_state"))
+
+    def _apply(self, committed: _Committed, deleted: list[int], added: int, codec: Codec | None, reload: bool,
+               forget: list[int]) -> None:
+        """After our commit, ``_lock`` held: bring counters, the live mask, the codec and the index in line with
+        what it committed (``forget``: tenants whose row lists the caller drops). Another process may have
+        committed since: the next ``_refresh`` loads that (its commit_seq is not ours)."""
         if reload:  # compaction renumbered every row
-            self._load_state()
+            with self._db.snapshot():
+                self._load_state()
             return
-        self._load_index(self._db.get_meta("index_state"), self._db.get_meta("sealed_rows"))
-        n_rows = self._db.get_meta("n_rows")
+        self._load_index(committed.index_state, committed.sealed_rows)
+        n_rows = committed.n_rows
         if n_rows > self._live.shape[0]:
             grown = np.zeros(max(n_rows, 2 * self._live.shape[0]), dtype=np.uint8)
             grown[: self._live.shape[0]] = self._live
@@ -527,7 +638,7 @@ class Collection:
         self._live[deleted] = 0
         self._n_rows = n_rows
         self._n_live += added - len(deleted)
-        self._sealed = self._db.get_meta("sealed_rows")
+        self._sealed = committed.sealed_rows
         if codec is not None:
             self._codec = codec
         for code in forget:
@@ -536,12 +647,27 @@ class Collection:
                 self._clusters.forget(code)
         self._tenant_codes.clear()
         self._indexed_fields = None
-        self._data_version = self._db.data_version()
+        self._applied_seq = committed.seq
 
     # -- sealing --------------------------------------------------------------------
     def _maybe_seal(self) -> None:
-        if self._n_rows - self._sealed >= self.seal_rows:
+        """Seal once seal_rows rows are growing. Runs after a write's commit, so a failure here (a full disk)
+        is not the write's: it is logged and kept for ``stats()``, the rows stay growing (searched exactly),
+        and the next write or ``optimize()`` tries again."""
+        if self._n_rows - self._sealed < self.seal_rows:
+            return
+        try:
             self._seal()
+        except Exception as exc:  # any failure of maintenance: reported where it cannot be missed
+            self._maintenance_failed("seal", exc)
+        else:
+            self._maintenance_error = None
+
+    def _maintenance_failed(self, what: str, exc: Exception) -> None:
+        self._maintenance_error = f"{what} failed: {type(exc).__name__}: {exc}"
+        self._maintenance_failures += 1
+        log.warning("collection %r: %s (the write itself was committed; the rows stay unsealed)", self.name,
+                    self._maintenance_error)
 
     def _seal(self) -> None:
         """Encode rows sealed_rows..n_rows-1 into codes; train the codec first if needed."""
@@ -554,15 +680,16 @@ class Collection:
                 live_rows = np.flatnonzero(self._live[:n_rows])
                 if self._db.get_meta("codec") == AUTO:
                     if live_rows.size >= MIN_TUNE_ROWS:
-                        self._recode(*self._choose_codec(live_rows, n_rows), upto=n_rows)
+                        codec, report, fid = self._choose_codec(live_rows, n_rows)
+                        self._recode(codec, n_rows, fid, report=report)
                     return  # else too few rows to tune: stay exact for now
                 if live_rows.size < self._codec.min_train_rows:
                     return  # too few rows to train: stay exact for now
-                codec = make_codec(self._codec.spec, self.dim, self._codec.metric)
-                codec.fit(*self._training_sample(live_rows, n_rows))
+                x, queries = self._training_sample(live_rows, n_rows)
+                codec = make_codec(self._codec.spec, self.dim, self._codec.metric).fit(x, queries)
                 blob = save_codec(codec)
                 write_atomic(self.path / "codec.npz", blob)
-                self._db.set_meta(codec_crc=zlib.crc32(blob))
+                self._db.set_meta(codec_crc=zlib.crc32(blob), codec_fidelity=self._fidelity(codec, x))
                 self._pending["codec"] = codec
             else:
                 codec = self._codec
@@ -573,9 +700,12 @@ class Collection:
             self._db.set_meta(sealed_rows=n_rows)
 
     def _training_sample(self, live_rows: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Up to TRAIN_ROWS live rows (prepared) and the sample queries, if any, to fit a codec on."""
+        """Up to TRAIN_ROWS live rows (prepared) less outliers (``codecs.base.inliers``: one row of huge values
+        would set the codec for every row, and every tenant), and the sample queries, if any, to fit a codec on."""
         pick = np.random.default_rng(0).choice(live_rows, size=min(TRAIN_ROWS, live_rows.size), replace=False)
-        return prepare(self._vectors.view(n_rows, np.float32)[np.sort(pick)], self.metric), self._sample_queries()
+        x = prepare(self._vectors.view(n_rows, np.float32)[np.sort(pick)], self.metric)
+        keep = inliers(x)
+        return (x[keep] if keep.size >= self._codec.min_train_rows else x), self._sample_queries()
 
     def _sample_queries(self) -> np.ndarray | None:
         path = self.path / SAMPLE_QUERIES
@@ -583,14 +713,44 @@ class Collection:
 
     def _choose_codec(
         self, live_rows: np.ndarray, n_rows: int, settings: dict[str, Any] | None = None
-    ) -> tuple[Codec, dict[str, Any]]:
-        """Run the tuner on a sample of the live rows; the chosen codec (fitted) and the report."""
+    ) -> tuple[Codec, dict[str, Any], float]:
+        """Run the tuner on a sample of the live rows; the chosen codec (fitted), the report and its fidelity."""
         settings = settings or self._db.get_meta("tuning")
         budget = bytes_per_vector(settings, int(live_rows.size), self._index_row_bytes())
         x, queries = self._training_sample(live_rows, n_rows)
         spec, report = tune(x, self.metric, budget, settings["target_recall"], queries=queries)
         report["settings"] = settings
-        return make_codec(spec, self.dim, self._codec_metric).fit(x, queries), report
+        codec = make_codec(spec, self.dim, self._codec_metric).fit(x, queries)
+        return codec, report, self._fidelity(codec, x)
+
+    def _fidelity(self, codec: Codec, x: np.ndarray) -> float:
+        """``tuning.fidelity`` of a codec on up to FIDELITY_ROWS rows of a (prepared) sample."""
+        pick = np.random.default_rng(1).permutation(x.shape[0])[:FIDELITY_ROWS]
+        return fidelity(codec, x[np.sort(pick)], self.metric)
+
+    def _refit_if_drifted(self) -> None:
+        """Fit the codec again and re-encode every sealed row when the rows have drifted from those it was fitted
+        on: on a fresh sample of live rows its fidelity fell more than DRIFT_LOSS below the fidelity it had at fit
+        time (or that is unknown), and a codec fitted on that sample does DRIFT_LOSS better. Inside optimize()
+        with the write lock held; the next index build covers the new codes."""
+        with self._reading():
+            codec, sealed, known = self._codec, self._sealed, self._db.get_meta("codec_fidelity")
+            live_rows = np.flatnonzero(self._live[:sealed])
+        if not codec.trained or codec.exact or live_rows.size < max(MIN_TUNE_ROWS, codec.min_train_rows):
+            return
+        x, queries = self._training_sample(live_rows, sealed)
+        now = self._fidelity(codec, x)
+        if known is not None and now >= known - DRIFT_LOSS:
+            return
+        fresh = make_codec(codec.spec, self.dim, self._codec_metric).fit(x, queries)
+        fresh_fidelity = self._fidelity(fresh, x)
+        with self._write():
+            if fresh_fidelity >= now + DRIFT_LOSS:
+                log.info("collection %r: refitting codec %s (fidelity %.3f, refitted %.3f)", self.name, codec.spec,
+                         now, fresh_fidelity)
+                self._recode(fresh, sealed, fresh_fidelity)
+            elif known is None:  # fitted before fidelity was recorded: this is its baseline from now on
+                self._db.set_meta(codec_fidelity=now)
 
     def _index_row_bytes(self) -> int:
         """Resident bytes per row of the collection's index besides codes (graph adjacency, IVF row ids)."""
@@ -598,8 +758,9 @@ class Collection:
             return 4 * self.index_params.get("degree", GRAPH_DEFAULTS["degree"])
         return 8 if self.index_kind == "ivf" else 0
 
-    def _recode(self, codec: Codec, report: dict[str, Any], upto: int) -> None:
-        """Inside a write transaction: encode rows 0..upto-1 with ``codec`` into new codes and codec files of the
+    def _recode(self, codec: Codec, upto: int, fidelity: float, *, report: dict[str, Any] | None = None) -> None:
+        """Inside a write transaction: encode rows 0..upto-1 with ``codec`` (its ``fidelity`` measured on its
+        training sample; ``report``: the tuner's, for a codec it chose) into new codes and codec files of the
         next generation and switch to them; the index is dropped (the next ``optimize()`` rebuilds it)."""
         gen = self._db.get_meta("generation", 0) + 1
         codes_file, codec_file = f"codes-{gen}.bin", f"codec-{gen}.npz"
@@ -618,14 +779,15 @@ class Collection:
         write_atomic(self.path / codec_file, blob)
         self._db.set_meta(codec=codec.spec, codec_crc=zlib.crc32(blob), codec_file=codec_file,
                           codes_file=codes_file, generation=gen, sealed_rows=upto, index_state=None,
-                          tuning_report=report)
+                          codec_fidelity=fidelity)
+        if report is not None:
+            self._db.set_meta(tuning_report=report)
         self._pending["reload"] = True
 
     def tuning_report(self) -> dict[str, Any] | None:
         """How ``codec="auto"`` (or ``retune()``) chose the codec: every candidate measured, the choice and
         why; None before the first choice (an auto collection chooses when it first seals)."""
-        with self._lock:
-            self._refresh()
+        with self._reading():
             return self._db.get_meta("tuning_report")
 
     def retune(
@@ -640,9 +802,8 @@ class Collection:
         """
         overrides = {"memory_budget": memory_budget, "bytes_per_vector": bytes_per_vector,
                      "target_recall": target_recall}
-        with self._optimize_lock, self._exclusive("optimize.lock"):
-            with self._lock:
-                self._refresh()
+        with self._optimize_lock, self._exclusive("optimize.lock"), _storage_errors(self.path):
+            with self._reading():
                 stored = self._db.get_meta("tuning") or {}
                 if memory_budget is not None or bytes_per_vector is not None:
                     stored = {"target_recall": stored.get("target_recall", 0.95)}
@@ -653,14 +814,14 @@ class Collection:
                     raise InvalidInput(f"retune needs at least {MIN_TUNE_ROWS} live rows, the collection has "
                                        f"{live_rows.size}")
             # off the lock: rows below n_rows never change, and only optimize() (whose lock we hold) renumbers
-            codec, report = self._choose_codec(live_rows, n_rows, settings)
+            codec, report, fid = self._choose_codec(live_rows, n_rows, settings)
             with self._write():
                 if codec.spec == self._codec.spec and self._codec.trained:
                     self._db.set_meta(tuning=settings, tuning_report=report)
                 else:
                     self._db.set_meta(tuning=settings)
-                    self._recode(codec, report, upto=self._db.get_meta("sealed_rows"))
-            with self._lock:
+                    self._recode(codec, self._db.get_meta("sealed_rows"), fid, report=report)
+            with self._write():
                 self._remove_stale_files()
         return report
 
@@ -689,31 +850,28 @@ class Collection:
         list[Hit] for a 1-D query, else one list per query. Scores: cosine
         similarity, inner product (descending) or L2 distance (ascending).
         """
-        q, single = validate.queries(q, self.dim)
+        q, single = validate.queries(q, self.dim, metric=self.metric)
         k = validate.positive_int(k, "k")
         if rerank is not None:
             rerank = validate.positive_int(rerank, "rerank", low=0, high=validate.MAX_K)
         knob = self._check_knob(ef, nprobe)
         groups = filter_groups(where, q.shape[0], single)
-        if self.metric == "cosine":
-            q = prepare(q, self.metric)
-            if not np.any(q, axis=1).all():
-                raise InvalidInput("a zero query vector has no cosine similarity")
-        # The search runs on a snapshot, off the lock. If a compaction renumbers the rows meanwhile,
-        # its row numbers no longer name the same records: search the new rows again.
+        q = prepare(q, self.metric)
+        # The search runs on a snapshot, off the lock. If a compaction (by any process) renumbers the rows
+        # meanwhile, its row numbers no longer name the same records: search the new rows again. The ids are
+        # read in one read transaction with the refresh that tells whether the numbering is still ours.
         for _ in range(SNAPSHOT_TRIES):
-            with self._lock:
-                self._refresh()
+            with self._reading():
                 code, files = self._tenant(tenant), self._files
                 selections = [self._select(code, node) for node, _ in groups]
                 snapshot = self._snapshot(k, rerank, every_row=all(s.everything for s in selections))
             try:
                 scores, rows = self._search_snapshot(q, k, groups, selections, knob, **snapshot)
-            except OSError:  # the compaction closed the file we were reading
+            except OSError:  # this process's compaction closed the file we were reading
                 if files == self._files:
                     raise
                 continue
-            with self._lock:
+            with self._reading():
                 if files == self._files:
                     found = self._db.records_by_row(np.unique(rows[rows >= 0]).tolist())
                     break
@@ -782,6 +940,10 @@ class Collection:
     ) -> dict[str, Any]:
         """How ``search(q, k, where=..., ef=..., nprobe=...)`` would run: the plan, matching rows, selectivity, why.
 
+        A multi-tenant collection's plan is explained in the tenant's numbers only: ``live`` and ``selectivity``
+        count the tenant's rows, and nothing derived from the other tenants' rows (the index's widened ef, the
+        share of the collection that matches) is shown.
+
         Examples
         --------
         >>> import vecpack, numpy as np
@@ -794,16 +956,20 @@ class Collection:
         k = validate.positive_int(k, "k")
         knob = self._check_knob(ef, nprobe)
         node = filters.parse(where) if where is not None else None
-        with self._lock:
-            self._refresh()
-            selection = self._select(self._tenant(tenant), node)
+        with self._reading():
+            code = self._tenant(tenant)
+            selection = self._select(code, node)
             matches = None if selection.everything else selection.count()
             width = max(k, self._codec.default_rerank(k) if not self._codec.exact else 0)
             plan = planner.choose(matches, self._n_live, width, self._index, knob,
                                   clustered=selection.postings is not None)
+            own = self._select(code, None).count() if code is not None else None
             indexed = {".".join(p): self._fields.indexed(p) for p in (filters.paths(node) if node else ())}
         out = plan.as_dict()
         out["plan"] = out.pop("kind")
+        if own is not None:
+            out |= {"live": own, "selectivity": plan.matches / own if own else 0.0, "knob": None, "fallback": None,
+                    "reason": TENANT_PLANS[plan.kind]}
         return out | {"index": self.index_kind, "fields": indexed}
 
     # -- tenants ------------------------------------------------------------------------------
@@ -892,8 +1058,7 @@ class Collection:
     def list_tenants(self) -> list[dict[str, Any]]:
         """Every tenant: ``{"name": ..., "active": bool}``, by name."""
         self._require_tenants()
-        with self._lock:
-            self._refresh()
+        with self._reading():
             return [{"name": n, "active": a} for n, (_, a) in sorted(self._db.tenants().items())]
 
     def deactivate_tenant(self, name: str) -> None:
@@ -960,8 +1125,7 @@ class Collection:
             names = self._db.get_meta("field_indexes", [])
             if field not in names:
                 self._db.set_meta(field_indexes=[*names, field])
-        with self._lock:
-            self._refresh()
+        with self._reading():
             self._sync_fields()
 
     def drop_field_index(self, field: str) -> None:
@@ -975,15 +1139,13 @@ class Collection:
 
     def field_indexes(self) -> list[str]:
         """The indexed metadata fields."""
-        with self._lock:
-            self._refresh()
+        with self._reading():
             return list(self._db.get_meta("field_indexes", []))
 
     def count(self, where: dict[str, Any] | None = None, *, tenant: str | None = None) -> int:
         """Live records (of the tenant), or those passing the filter ``where``."""
         node = filters.parse(where) if where is not None else None
-        with self._lock:
-            self._refresh()
+        with self._reading():
             selection = self._select(self._tenant(tenant), node)
             return self._n_live if selection.everything else selection.count()
 
@@ -1027,8 +1189,7 @@ class Collection:
         node = filters.parse(where) if where is not None else None
         limit = validate.positive_int(limit, "limit", high=validate.MAX_BATCH) if limit is not None else None
         offset = validate.positive_int(offset, "offset", low=0, high=1 << 62)
-        with self._lock:
-            self._refresh()
+        with self._reading():
             code = self._tenant(tenant)
             vectors = self._vectors.view(self._n_rows, np.float32)
             if ids is not None:
@@ -1049,14 +1210,18 @@ class Collection:
         """True if a record with this id (str or int) exists (not for multi-tenant collections: use get)."""
         key = validate.ids([id])[0]
         self._require_no_tenants()
-        with self._lock:
-            self._refresh()
+        with self._reading():
             return bool(self._db.rows_of([key]))
 
     def __len__(self) -> int:
-        with self._lock:
-            self._refresh()
+        with self._reading():
             return self._n_live
+
+    @property
+    def maintenance_failures(self) -> int:
+        """Seals after committed writes that failed since this handle opened (the writes stand; ``stats()`` shows
+        the last error until a seal succeeds)."""
+        return self._maintenance_failures
 
     def stats(self) -> dict[str, Any]:
         """Counts and sizes.
@@ -1067,10 +1232,10 @@ class Collection:
         themselves once a filtered search read them), float32 rows of the growing segment,
         the live mask, codec parameters, field index columns and tenant row lists, shared clusters and postings
         (``field_index_bytes``, ``tenant_bytes``). ``disk_bytes`` is the disk space the folder's
-        files take (allocated blocks).
+        files take (allocated blocks). ``maintenance_error`` is the last failure of sealing after a
+        committed write (None once a seal succeeds), ``maintenance_failures`` how many there were.
         """
-        with self._lock:
-            self._refresh()
+        with self._reading():
             growing = self._n_rows - self._sealed
             codec_bytes = sum(a.nbytes for a in self._codec.state().values()) if self._codec.trained else 0
             index = self._index
@@ -1102,12 +1267,22 @@ class Collection:
                     + self._n_rows + codec_bytes + self._fields.nbytes + self._tenant_rows.nbytes + clusters_bytes
                 ),
                 "disk_bytes": sum(f.stat().st_blocks * 512 for f in self.path.rglob("*") if f.is_file()),
+                # the last failure of maintenance after a committed write (sealing), until it next succeeds
+                "maintenance_error": self._maintenance_error,
+                "maintenance_failures": self._maintenance_failures,
             }
 
     def verify(self) -> None:
-        """Check every checksum of the vector log, the codes and the index files; raises CorruptData on a mismatch."""
-        with self._lock:
-            self._refresh()
+        """Check the catalog (SQLite's integrity check, and its records against its counters and the row files) and
+        every checksum of the vector log, the codes and the index files; raises CorruptData naming the problem."""
+        with self._reading():
+            catalog = self.path / "catalog.sqlite"
+            problems = self._db.integrity_problems()
+            if problems:
+                raise CorruptData(f"{catalog}: damaged ({'; '.join(problems[:3])})")
+            problems = self._db.consistency_problems(self._n_rows, self._sealed, self.multi_tenant)
+            if problems or self._db.count() != self._n_live:
+                raise CorruptData(f"{catalog}: inconsistent ({'; '.join(problems) or 'live count changed'})")
             for table, rows in (("batches", self._vectors), ("segments", self._codes)):
                 for row0, n, crc in self._db.ranges(table):
                     if rows.crc(row0, n) != crc:
@@ -1142,6 +1317,27 @@ class Collection:
 
     def __repr__(self) -> str:
         return f"Collection({self.name!r}, dim={self.dim}, metric={self.metric!r}, codec={self._codec.spec!r})"
+
+
+@contextmanager
+def _storage_errors(path: Path) -> Iterator[None]:
+    """Failures of SQLite or the file system inside the block raised as vecpack errors (``_storage_error``)."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as exc:
+        if isinstance(exc, VecpackError):
+            raise
+        raise _storage_error(exc, path) from exc
+
+
+def _storage_error(exc: BaseException, path: Path) -> VecpackError:
+    """The vecpack error for a failure of SQLite or the file system in the collection at ``path``: CorruptData for a
+    damaged catalog, StorageError for the rest (a full disk, an I/O error, a lock held too long)."""
+    if isinstance(exc, VecpackError):
+        return exc
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+        return CorruptData(f"{path / 'catalog.sqlite'}: {exc}")
+    return StorageError(f"{path}: {type(exc).__name__}: {exc}")
 
 
 def _placeholder(spec: str) -> str:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,10 @@ from vecpack.errors import ClosedError, Conflict, InvalidInput, NotFound
 from vecpack.index import check_index
 from vecpack.storage.files import fsync_dir
 from vecpack.tuning import check_settings
+
+#: the lock a create or drop holds (shared) while it has a ``.tmp-*`` folder, and connect() (exclusive) to clean up
+STAGING_LOCK = ".vecpack-staging.lock"
+CATALOG = "catalog.sqlite"
 
 
 def connect(path: str | os.PathLike[str] | None = None, *, memory_map: bool = False) -> Database:
@@ -51,8 +58,31 @@ class Database:
         self._open: dict[str, Collection] = {}
         self._lock = threading.Lock()
         self._closed = False
-        for leftover in self.path.glob(".tmp-*"):  # a create or drop cut short by a crash
-            shutil.rmtree(leftover, ignore_errors=True)
+        self._remove_leftovers()
+
+    @contextmanager
+    def _staging(self, exclusive: bool = False) -> Iterator[bool]:
+        """The database's staging lock (``flock`` on STAGING_LOCK, released by the OS if the holder dies): shared
+        while a create or drop has a ``.tmp-*`` folder, exclusive (without waiting) to remove leftovers. Yields
+        whether it was taken."""
+        with open(self.path / STAGING_LOCK, "a+b") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _remove_leftovers(self) -> None:
+        """Remove ``.tmp-*`` folders left by a create or drop cut short by a crash, unless a create or drop of any
+        process is running now (its folder is not a leftover): the next connect() removes them then."""
+        with self._staging(exclusive=True) as alone:
+            if alone:
+                for leftover in self.path.glob(".tmp-*"):
+                    shutil.rmtree(leftover, ignore_errors=True)
 
     def create_collection(
         self,
@@ -113,7 +143,7 @@ class Database:
                 raise InvalidInput("memory_budget / bytes_per_vector apply to codec='auto' only")
             spec = make_codec(codec, dim, codec_metric).spec  # raises UnknownSpec early
         if sample_queries is not None:
-            sample_queries = validate.vectors(sample_queries, dim)
+            sample_queries = validate.vectors(sample_queries, dim, metric=metric)
         seal_rows = validate.positive_int(seal_rows, "seal_rows", high=1 << 30)
         if not isinstance(multi_tenant, bool):
             raise InvalidInput(f"multi_tenant must be True or False, got {multi_tenant!r}")
@@ -122,22 +152,23 @@ class Database:
             self._check_open()
             final = self.path / name
             if final.exists():
-                if exist_ok:
+                if exist_ok and (final / CATALOG).is_file():
                     return self._get(name)
-                raise Conflict(f"collection {name!r} already exists")
-            staging = self.path / f".tmp-{uuid.uuid4().hex}"
-            staging.mkdir()
-            try:
-                Collection.create(staging, name, dim, metric, spec, seal_rows, index, index_params, tuning,
-                                  sample_queries, multi_tenant).close()
-                fsync_dir(staging)
+                raise Conflict(_taken(name, final))
+            with self._staging():
+                staging = self.path / f".tmp-{uuid.uuid4().hex}"
+                staging.mkdir()
                 try:
-                    os.rename(staging, final)  # atomic; fails if another process created it first
-                except OSError as exc:
-                    raise Conflict(f"collection {name!r} already exists") from exc
-                fsync_dir(self.path)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
+                    Collection.create(staging, name, dim, metric, spec, seal_rows, index, index_params, tuning,
+                                      sample_queries, multi_tenant).close()
+                    fsync_dir(staging)
+                    try:
+                        os.rename(staging, final)  # atomic; fails if another process created it first
+                    except OSError as exc:
+                        raise Conflict(_taken(name, final)) from exc
+                    fsync_dir(self.path)
+                finally:
+                    shutil.rmtree(staging, ignore_errors=True)
             return self._get(name)
 
     def get_collection(self, name: str) -> Collection:
@@ -150,7 +181,7 @@ class Database:
     def _get(self, name: str) -> Collection:
         col = self._open.get(name)
         if col is None or col._closed:
-            if not (self.path / name / "catalog.sqlite").is_file():
+            if not (self.path / name / CATALOG).is_file():
                 raise NotFound(f"collection {name!r} does not exist")
             col = self._open[name] = Collection(self.path / name, memory_map=self.memory_map)
         return col
@@ -159,24 +190,26 @@ class Database:
         """Names of all collections, sorted."""
         self._check_open()
         return sorted(
-            p.name for p in self.path.iterdir() if not p.name.startswith(".") and (p / "catalog.sqlite").is_file()
+            p.name for p in self.path.iterdir() if not p.name.startswith(".") and (p / CATALOG).is_file()
         )
 
     def drop_collection(self, name: str) -> None:
-        """Delete a collection and its files; raises NotFound if it does not exist."""
+        """Delete a collection and its files; raises NotFound if it does not exist. A folder of that name that
+        holds no collection (left by hand, or by a crash of an older version) is removed too."""
         name = validate.collection_name(name)
         with self._lock:
             self._check_open()
             final = self.path / name
-            if not (final / "catalog.sqlite").is_file():
+            if not final.is_dir():
                 raise NotFound(f"collection {name!r} does not exist")
             col = self._open.pop(name, None)
             if col is not None:
                 col.close()
-            trash = self.path / f".tmp-{uuid.uuid4().hex}"
-            os.rename(final, trash)  # atomic: the collection is gone in one step
-            fsync_dir(self.path)
-            shutil.rmtree(trash, ignore_errors=True)
+            with self._staging():
+                trash = self.path / f".tmp-{uuid.uuid4().hex}"
+                os.rename(final, trash)  # atomic: the collection is gone in one step
+                fsync_dir(self.path)
+                shutil.rmtree(trash, ignore_errors=True)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -202,3 +235,9 @@ class Database:
 
     def __repr__(self) -> str:
         return f"Database({str(self.path)!r})"
+
+
+def _taken(name: str, folder: Path) -> str:
+    if (folder / CATALOG).is_file():
+        return f"collection {name!r} already exists"
+    return f"{folder.name!r} is a folder that holds no collection: drop_collection({name!r}) removes it"

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from vecpack import validate
 from vecpack.errors import InvalidInput
 
 FIELD_OPS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$contains")
@@ -70,6 +71,7 @@ Filter = Cond | And | Or | Not
 # -- parsing ---------------------------------------------------------------------------------------
 def parse(where: Any) -> Filter:
     """The filter tree of a ``where`` dict; InvalidInput naming the bad part (``where['year']['$gt']: ...``)."""
+    validate.json_depth(where, "where")  # before anything recurses into it
     node = _parse_doc(where, "where")
     if _size(node) > MAX_FILTER_NODES:
         raise InvalidInput(f"where has more than {MAX_FILTER_NODES} conditions")
@@ -78,7 +80,11 @@ def parse(where: Any) -> Filter:
 
 def canonical(where: Any) -> str:
     """A string equal for equal filters (queries sharing a filter share its evaluation)."""
-    return json.dumps(where, sort_keys=True, separators=(",", ":"))
+    validate.json_depth(where, "where")
+    try:
+        return json.dumps(where, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"where is not JSON: {exc}") from exc
 
 
 def _parse_doc(doc: Any, at: str) -> Filter:
@@ -161,6 +167,18 @@ def _size(node: Filter) -> int:
     if isinstance(node, Not):
         return 1 + _size(node.part)
     return 1 + sum(_size(p) for p in node.parts)
+
+
+def unconditional(node: Filter) -> bool:
+    """True if the filter has no condition that could fail (``{}``, ``{"$and": [{}]}``, ``{"$not": {"$not": {}}}``):
+    it passes every record. Destructive calls refuse such filters."""
+    if isinstance(node, And):
+        return all(unconditional(p) for p in node.parts)
+    if isinstance(node, Or):
+        return any(unconditional(p) for p in node.parts)
+    if isinstance(node, Not):
+        return isinstance(node.part, Not) and unconditional(node.part.part)
+    return False
 
 
 def paths(node: Filter) -> set[tuple[str, ...]]:

@@ -84,12 +84,12 @@ def filter_groups(where: Any, m: int, single: bool) -> list[tuple[filters.Filter
     positions: dict[str, list[int]] = {}
     parsed: dict[str, filters.Filter | None] = {}
     for i, w in enumerate(where):
-        key = filters.canonical(w)
-        if key not in parsed:
-            try:
+        try:
+            key = filters.canonical(w)
+            if key not in parsed:
                 parsed[key] = filters.parse(w) if w is not None else None
-            except InvalidInput as exc:
-                raise InvalidInput(f"where[{i}]: {exc}") from exc
+        except InvalidInput as exc:
+            raise InvalidInput(f"where[{i}]: {exc}") from exc
         positions.setdefault(key, []).append(i)
     return [(parsed[key], np.array(pos)) for key, pos in positions.items()]
 
@@ -116,8 +116,11 @@ def run_plan(
         scores, rows = search_rows(q, k, live=allow, index=index if plan.kind != "scan" else None, knob=plan.knob,
                                    filtered=plan.kind == "filtered", fallback=plan.fallback, layout=layout,
                                    **arrays)
-    if not selection.everything:
-        short = np.flatnonzero(np.count_nonzero(rows >= 0, axis=1) < min(k, plan.matches))
-        if short.size:
-            scores[short], rows[short] = search_subset(q[short], k, selection.rows(), **arrays)
+    # an index walk can fall short of k reachable rows (a beam narrower than k among many deleted rows, a
+    # region the graph links poorly): such queries are answered by a scan, which cannot
+    short = np.flatnonzero(np.count_nonzero(rows >= 0, axis=1) < min(k, plan.matches))
+    if short.size and selection.everything:
+        scores[short], rows[short] = search_rows(q[short], k, live=live, layout=layout, **arrays)
+    elif short.size:
+        scores[short], rows[short] = search_subset(q[short], k, selection.rows(), **arrays)
     return scores, rows

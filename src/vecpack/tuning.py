@@ -159,6 +159,20 @@ def shortlist(specs: list[str], dim: int, metric: str) -> list[str]:
     return [spec for _, spec in sorted(best.values(), key=lambda b: ("pq" in b[1], -b[0], b[1]))]
 
 
+def fidelity(codec: Codec, x: np.ndarray, metric: str, *, seed: int = 0) -> float:
+    """How well a trained codec ranks rows like ``x`` (prepared, float32 (n, d)): recall@K of its own scores (no
+    re-rank) for up to HELD_OUT_QUERIES rows of x, held out, among the rest. A codec fitted on other data (the
+    collection has drifted since) scores lower than one fitted on x; ``Collection.optimize`` compares the two."""
+    order = np.random.default_rng(seed).permutation(x.shape[0])
+    held = min(HELD_OUT_QUERIES, x.shape[0] // 5)
+    queries, base = x[order[:held]], np.ascontiguousarray(x[np.sort(order[held:])])
+    truth = exact_knn(base, queries, K, metric)[0]
+    rows = search_rows(queries, K, codec=codec, codes=codec.encode(base), vectors=base,
+                       live=np.ones(base.shape[0], np.uint8), metric=metric, rerank=0)[1]
+    hits = [len(set(r[r >= 0]) & set(g[g >= 0])) for r, g in zip(rows, truth, strict=True)]
+    return float(np.sum(hits) / max(np.sum(truth >= 0), 1))
+
+
 def _measure(spec, dim, codec_metric, metric, train, base, queries, truth, live) -> dict[str, Any]:
     """Fit, encode and flat-search one candidate: its recall@K, QPS and costs."""
     t = time.perf_counter()

@@ -15,6 +15,14 @@ MAX_ID_LENGTH = 512
 MAX_METADATA_BYTES = 64 * 1024
 MAX_BATCH = 1_000_000
 MAX_K = 10_000
+#: the largest magnitude accepted in a vector or a query: it keeps every float32 dot product and squared
+#: distance finite at any dimension (65,536 * (2e15)^2 is far below float32's 3.4e38)
+MAX_ABS = 1e15
+#: under cosine a vector needs at least this norm: a zero vector has no direction, and float32 cannot
+#: normalise much shorter ones (their squared components underflow)
+MIN_COSINE_NORM = 1e-15
+#: the deepest nesting of objects and arrays accepted in metadata (and in a filter's values)
+MAX_JSON_DEPTH = 32
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -73,8 +81,9 @@ def ids(values: object, *, unique: bool = True) -> list[str]:
     return out
 
 
-def vectors(values: object, dim: int, n: int | None = None) -> np.ndarray:
-    """float32 C-contiguous (n, dim) array of finite values."""
+def vectors(values: object, dim: int, n: int | None = None, *, metric: str | None = None) -> np.ndarray:
+    """float32 C-contiguous (n, dim) array of finite values of magnitude <= MAX_ABS (and, under ``metric``
+    "cosine", of norm >= MIN_COSINE_NORM)."""
     try:
         x = np.asarray(values, dtype=np.float32)
     except (TypeError, ValueError) as exc:
@@ -89,14 +98,12 @@ def vectors(values: object, dim: int, n: int | None = None) -> np.ndarray:
         raise InvalidInput(f"got {x.shape[0]} vectors for {n} ids")
     if x.shape[0] == 0:
         raise InvalidInput("empty batch: no vectors given")
-    bad = ~np.isfinite(x).all(axis=1)
-    if bad.any():
-        raise InvalidInput(f"vectors contain NaN or inf (first at row {int(np.argmax(bad))})")
+    _check_values(x, "vector at row {}", cosine=metric == "cosine")
     return np.ascontiguousarray(x)
 
 
-def queries(values: object, dim: int) -> tuple[np.ndarray, bool]:
-    """(queries float32 (m, dim), True if a single 1-D query was given)."""
+def queries(values: object, dim: int, *, metric: str | None = None) -> tuple[np.ndarray, bool]:
+    """(queries float32 (m, dim), True if a single 1-D query was given); values as for ``vectors``."""
     try:
         q = np.asarray(values, dtype=np.float32)
     except (TypeError, ValueError) as exc:
@@ -110,9 +117,29 @@ def queries(values: object, dim: int) -> tuple[np.ndarray, bool]:
         raise DimensionMismatch(f"query has dimension {q.shape[1]}, collection expects {dim}")
     if q.shape[0] == 0:
         raise InvalidInput("empty query batch")
-    if not np.isfinite(q).all():
-        raise InvalidInput("query contains NaN or inf")
+    _check_values(q, "query {}", cosine=metric == "cosine")
     return np.ascontiguousarray(q), single
+
+
+def _check_values(x: np.ndarray, label: str, *, cosine: bool = False) -> None:
+    """InvalidInput naming the first row (``label.format(row)``) with NaN / inf, a value beyond MAX_ABS, or
+    (``cosine``) a norm below MIN_COSINE_NORM."""
+    peak = np.abs(x).max(axis=1)  # NaN propagates: one pass finds all three kinds of bad value
+    bad = ~np.isfinite(peak)
+    if bad.any():
+        raise InvalidInput(f"{label.format(int(np.argmax(bad)))} contains NaN or inf")
+    if (peak > MAX_ABS).any():
+        at = int(np.argmax(peak > MAX_ABS))
+        raise InvalidInput(f"{label.format(at)} holds a value of magnitude {peak[at]:.3g}; the limit is {MAX_ABS:g} "
+                           "(larger values overflow float32 scores)")
+    if cosine:
+        norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+        if (norms < MIN_COSINE_NORM).any():
+            at = int(np.argmax(norms < MIN_COSINE_NORM))
+            norm = float(np.linalg.norm(x[at].astype(np.float64)))  # float32 squares underflow: the true norm
+            raise InvalidInput(f"{label.format(at)} has norm {norm:.3g}; under cosine a vector needs a norm of "
+                               f"at least {MIN_COSINE_NORM:g} (a zero vector has no direction; use metric 'ip' or "
+                               "'l2' to store it)")
 
 
 def positive_int(value: object, name: str, *, low: int = 1, high: int = MAX_K) -> int:
@@ -138,10 +165,27 @@ def metadata(values: object, n: int) -> list[str | None]:
             raise InvalidInput(f"metadata[{i}] must be a dict or None, got {type(m).__name__}")
         try:
             text = json.dumps(m, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        except RecursionError as exc:
+            raise InvalidInput(f"metadata[{i}] nests deeper than {MAX_JSON_DEPTH} levels") from exc
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"metadata[{i}] is not JSON-serialisable: {exc}") from exc
+        if text.count("{") + text.count("[") > MAX_JSON_DEPTH:  # only then can it nest too deep
+            json_depth(m, f"metadata[{i}]")
         if len(text.encode()) > MAX_METADATA_BYTES:
             raise InvalidInput(f"metadata[{i}] is {len(text.encode())} bytes; the limit is {MAX_METADATA_BYTES}")
         out.append(text)
     return out
 
+
+def json_depth(value: object, at: str, limit: int = MAX_JSON_DEPTH) -> None:
+    """InvalidInput if objects and arrays in ``value`` nest deeper than ``limit`` (iterative: any depth is safe to
+    check, where json.dumps and every reader that recurses would fail)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list | tuple) else None
+        if children is None:
+            continue
+        if depth > limit:
+            raise InvalidInput(f"{at} nests deeper than {limit} levels")
+        stack.extend((child, depth + 1) for child in children)

@@ -128,3 +128,44 @@ def test_shapes_and_dtypes_property(spec, n, d, seed):
     scores, rows = scan_top(codec, codes, x[:3], k)
     assert rows.shape == (min(3, n), k) and set(rows.ravel()) <= set(range(n))
     assert np.all(np.diff(scores, axis=1) <= 0)
+
+
+# -- extreme rows (issue 19) -------------------------------------------------------------------------------------
+EXTREME_SPECS = [*SPECS, "pq8x4fs", "rbin2", "rabitq", "rabitq4", "pca16,int8", "opq8,pq8"]
+
+
+def extreme_rows(d: int) -> np.ndarray:
+    """Rows at the accepted limits: +-1e15 everywhere, mixed signs, one huge dimension, zero, tiny."""
+    rows = np.zeros((5, d), np.float32)
+    rows[0] = 1e15
+    rows[1, ::2], rows[1, 1::2] = -1e15, 1e15
+    rows[2, 3] = -1e15
+    rows[4] = 1e-12
+    return rows
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+@pytest.mark.parametrize("spec", EXTREME_SPECS)
+def test_extreme_rows_encode_to_finite_scores(data, spec, metric):
+    """Encoding runs after a write's commit: a row at the accepted limits must encode (float16 and LVQ raised, and
+    every later seal failed) and score finitely, without changing how the other rows score."""
+    codec = make_codec(spec, data.shape[1], metric).fit(data)
+    codes = codec.encode(np.vstack([data, extreme_rows(data.shape[1])]))
+    np.testing.assert_array_equal(codes[: len(data)], codec.encode(data))
+    q = data[:8]
+    heap_s, heap_r = new_heaps(len(q), 10)
+    codec.scorer(q).scan(codes, 0, np.ones(len(codes), np.uint8), heap_s, heap_r)
+    assert np.isfinite(heap_s).all() and (heap_r >= 0).all()
+
+
+@pytest.mark.parametrize("spec", ["int8", "binary", "pq8", "lvq8", "pca16,int8"])
+def test_fitting_on_inliers_keeps_an_outlier_from_setting_the_codec(data, spec):
+    """One row of huge values in the sample: fitted on ``inliers`` the codec ranks the other rows as without it."""
+    from vecpack.codecs.base import inliers
+
+    sample = np.vstack([data, np.full((1, data.shape[1]), 1e14, np.float32)])
+    keep = inliers(sample)
+    assert keep.tolist() == list(range(len(data)))  # exactly the outlier is left out (the near-zero row stays)
+    clean = make_codec(spec, data.shape[1], "l2").fit(data)
+    robust = make_codec(spec, data.shape[1], "l2").fit(sample[keep])
+    np.testing.assert_array_equal(robust.encode(data), clean.encode(data))

@@ -215,3 +215,18 @@ def test_metrics_and_docs(server, admin_key, client):
     assert "application/octet-stream" in schema["paths"]["/collections/{name}/add"]["post"]["requestBody"]["content"]
     assert {"WriteBody", "SearchBody", "GetBody"} <= set(schema["components"]["schemas"])
     assert httpx.get(f"{server}/docs").status_code == 200
+
+
+def test_a_failed_seal_after_a_write_is_a_metric_not_an_error(server, admin_key, client, monkeypatch):
+    """Issue 19, finding 6: the write stands (200), and the failure shows in /metrics and stats."""
+    col = client.create_collection("s", dim=2, seal_rows=2)
+
+    def full(self):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(vecpack.Collection, "_seal", full)
+    col.add(ids=[1, 2, 3], vectors=[[1, 0], [0, 1], [1, 1]])
+    assert col.count() == 3
+    assert "No space left" in col.stats()["maintenance_error"]
+    text = httpx.get(f"{server}/metrics", headers={"X-API-Key": admin_key}).text
+    assert 'vecpack_maintenance_failures_total{collection="s"} 1' in text

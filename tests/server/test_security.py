@@ -131,7 +131,7 @@ def test_malformed_requests_are_422(server, admin_key, world):
         assert r.status_code == 422 and r.json()["error"] == "InvalidInput", (body, r.json())
     r = httpx.post(f"{server}/collections", json={"name": "x", "dim": 4, "typo": 1}, headers=h)
     assert r.status_code == 422 and "typo: Extra inputs are not permitted" in r.json()["detail"]
-    r = httpx.post(f"{server}/collections/docs/search", json={"q": [0] * DIM, "where": {"a": {"$gt": [1]}}}, headers=h)
+    r = httpx.post(f"{server}/collections/docs/search", json={"q": [1] * DIM, "where": {"a": {"$gt": [1]}}}, headers=h)
     assert r.status_code == 422 and "where['a']['$gt']" in r.json()["detail"]
 
 

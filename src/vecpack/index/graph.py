@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from vecpack.codecs.base import Probe
+from vecpack.codecs.base import Probe, inliers
 from vecpack.codecs.scalar import Int8Codec
 from vecpack.errors import CorruptData, InvalidInput
 from vecpack.index.base import Index, with_defaults
@@ -75,10 +75,8 @@ class GraphIndex(Index):
         rows = np.flatnonzero(live[:n])
         if rows.size == 0:
             return cls(n, params, graph, 0, np.zeros(0, np.int64))
-        x = vectors[rows]
-        entry = int(rows[np.argmin(np.einsum("ij,ij->i", x, x) - 2.0 * (x @ x.mean(axis=0)))])  # nearest the mean
-        index = cls(n, params, graph, entry, _seeds(rows, params["seed"]))
-        index._insert(vectors, insertion_order(vectors, rows[rows != entry], params))
+        index = cls(n, params, graph, _medoid(vectors, rows, params["metric"]), _seeds(rows, params["seed"]))
+        index._insert(vectors, insertion_order(vectors, rows[rows != index.entry], params))
         return index
 
     def extend(self, vectors, codes, live):
@@ -197,11 +195,31 @@ def _walk_codes(x: np.ndarray, rows: np.ndarray) -> tuple[Int8Codec, np.ndarray]
     pruning still uses float32. The codes hold n x dim bytes while the build runs. Unit rows rank
     by inner product, others by L2, as the prune's distance does.
     """
-    sample = x[np.sort(np.random.default_rng(0).permutation(rows)[:WALK_SAMPLE])]
+    sample = x[inliers(x, np.sort(np.random.default_rng(0).permutation(rows)[:WALK_SAMPLE]))]
     norms = np.einsum("ij,ij->i", sample, sample)
     metric = "ip" if np.all(np.abs(norms - 1.0) < 1e-3) else "l2"
     codec = Int8Codec(x.shape[1], metric, "int8").fit(sample)
     return codec, codec.encode(x)
+
+
+def _medoid(vectors: np.ndarray, rows: np.ndarray, metric: str) -> int:
+    """The row of ``rows`` nearest the mean of the typical rows (outliers would drag the mean away from the rest):
+    by L2, or for "ip" by cosine (the nearest by L2 would be a zero row, similar to nothing, when the mean is short).
+    """
+    core = inliers(vectors, rows)
+    chunks = [core[a : a + WALK_SAMPLE] for a in range(0, core.size, WALK_SAMPLE)]  # no copy of every row at once
+    mean = (sum(vectors[c].sum(axis=0, dtype=np.float64) for c in chunks) / core.size).astype(np.float32)
+    best, entry = np.inf, int(core[0])
+    for c in chunks:
+        x = vectors[c]
+        sq = np.einsum("ij,ij->i", x, x)
+        if metric == "l2":
+            d = sq - 2.0 * (x @ mean)
+        else:
+            d = np.where(sq > 0, -(x @ mean) / np.sqrt(np.maximum(sq, 1e-30)), np.inf)
+        if d.min() < best:
+            best, entry = float(d.min()), int(c[np.argmin(d)])
+    return entry
 
 
 def _seeds(rows: np.ndarray, seed: int) -> np.ndarray:

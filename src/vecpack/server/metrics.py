@@ -32,8 +32,8 @@ class Metrics:
             self._sum[route] += seconds
             self._count[route] += 1
 
-    def render(self, collections: Iterable[tuple[str, int]]) -> str:
-        """The exposition text; ``collections`` are (name, live records) pairs."""
+    def render(self, collections: Iterable[tuple[str, int, int]]) -> str:
+        """The exposition text; ``collections`` are (name, live records, maintenance failures) triples."""
         out = ["# HELP vecpack_requests_total HTTP requests by method, route and status.",
                "# TYPE vecpack_requests_total counter"]
         with self._lock:
@@ -52,7 +52,10 @@ class Metrics:
                 f"vecpack_collections {len(collections)}",
                 "# HELP vecpack_collection_records Live records per collection.",
                 "# TYPE vecpack_collection_records gauge"]
-        out += [f'vecpack_collection_records{{collection="{name}"}} {n}' for name, n in collections]
+        out += [f'vecpack_collection_records{{collection="{name}"}} {n}' for name, n, _ in collections]
+        out += ["# HELP vecpack_maintenance_failures_total Seals after committed writes that failed (the writes "
+                "stand; stats() has the last error).", "# TYPE vecpack_maintenance_failures_total counter"]
+        out += [f'vecpack_maintenance_failures_total{{collection="{name}"}} {f}' for name, _, f in collections]
         return "\n".join(out) + "\n"
 
 

@@ -71,6 +71,19 @@ class Catalog:
             raise
         self.conn.execute("COMMIT")
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A read transaction: every statement inside sees the database as of the first one (WAL snapshot), so
+        reads of several statements are one state. Inside a transaction already open on this connection, nothing."""
+        if self.conn.in_transaction:
+            yield
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.conn.execute("COMMIT")
+
     def data_version(self) -> int:
         """Changes when another connection commits (SQLite's PRAGMA data_version)."""
         return self.conn.execute("PRAGMA data_version").fetchone()[0]
@@ -205,6 +218,45 @@ class Catalog:
     def last_range(self, table: str) -> tuple[int, int, int] | None:
         assert table in ("batches", "segments")
         return self.conn.execute(f"SELECT row0, n, crc FROM {table} ORDER BY row0 DESC LIMIT 1").fetchone()
+
+    def integrity_problems(self) -> list[str]:
+        """SQLite's full integrity check (every page, index and constraint): its findings, none if sound."""
+        found = [message for (message,) in self.conn.execute("PRAGMA integrity_check")]
+        return [] if found == ["ok"] else found
+
+    def consistency_problems(self, n_rows: int, sealed_rows: int, multi_tenant: bool) -> list[str]:
+        """What in the catalog contradicts its own counters: every row below n_rows is one record or one
+        tombstone, checksummed ranges cover the vector log's n_rows and the codes' sealed_rows rows without a
+        gap, metadata is JSON, and (multi-tenant) every key names an existing tenant."""
+        def one(sql: str) -> tuple[Any, ...]:
+            return self.conn.execute(sql).fetchone()
+
+        problems = []
+        records, low, high = one("SELECT count(*), min(row), max(row) FROM records")
+        tombstones, dead_high = one("SELECT count(*), max(row) FROM tombstones")
+        both = one("SELECT count(*) FROM records JOIN tombstones USING (row)")[0]
+        if records + tombstones != n_rows or both or (low or 0) < 0 or max(high or 0, dead_high or 0) >= max(n_rows, 1):
+            problems.append(f"{records} records and {tombstones} tombstones ({both} rows both, rows {low}..{high}) "
+                            f"do not account for the {n_rows} rows")
+        for table, rows in (("batches", n_rows), ("segments", sealed_rows)):
+            end = 0
+            for row0, n, _ in self.ranges(table):
+                if row0 != end:
+                    problems.append(f"{table}: a checksummed range starts at row {row0}, expected {end}")
+                    break
+                end = row0 + n
+            else:
+                if end != rows:
+                    problems.append(f"{table}: checksummed ranges end at row {end}, expected {rows}")
+        bad_json = one("SELECT count(*) FROM records WHERE metadata IS NOT NULL AND NOT json_valid(metadata)")[0]
+        if bad_json:
+            problems.append(f"{bad_json} records hold metadata that is not JSON")
+        if multi_tenant:
+            orphans = one("SELECT count(*) FROM records WHERE instr(id, char(31)) = 0 OR CAST(substr(id, 1, "
+                          "instr(id, char(31)) - 1) AS INTEGER) NOT IN (SELECT code FROM tenants)")[0]
+            if orphans:
+                problems.append(f"{orphans} records belong to no tenant")
+        return problems
 
     def checkpoint(self) -> None:
         """Fold the write-ahead log into the database file and truncate it (after a compaction)."""
