@@ -187,6 +187,23 @@ def test_deep_nesting_is_422_everywhere(server, admin_key, docs):
     assert docs.get(ids=["s"])[0].metadata == {"text": text}
 
 
+def test_planted_deep_metadata_is_refused_on_every_write_path(server, admin_key, docs):
+    """Finding 8: a binary upsert with metadata nested 300 deep was accepted, and every later read of the record
+    got a 500. Nested deeper than the core's 32 levels (within the server's 64 for JSON) it is refused."""
+    meta: dict = {"leaf": 1}
+    for _ in range(39):
+        meta = {"n": meta}
+    body = frame({"ids": ["deep"], "shape": [1, DIM], "metadata": [meta]}, np.ones(DIM, np.float32))
+    for action in ("upsert", "add"):
+        r = httpx.post(f"{server}/collections/docs/{action}", content=body,
+                       headers={"X-API-Key": admin_key, "Content-Type": "application/octet-stream"})
+        assert r.status_code == 422 and "nests deeper than 32 levels" in r.json()["detail"], r.text
+    r = httpx.post(f"{server}/collections/docs/upsert", json={"ids": ["deep"], "vectors": [[1.0] * DIM],
+                   "metadata": [meta]}, headers={"X-API-Key": admin_key})
+    assert r.status_code == 422 and "nests deeper than 32 levels" in r.json()["detail"], r.text
+    assert docs.count() == 5 and len(docs.search(np.ones(DIM), k=5)) == 5
+
+
 # -- finding 11: 500s keep the connection; the client's transport errors -----------------------------------------------
 def test_unexpected_error_is_a_json_500_on_a_connection_that_stays_open(server, admin_key, docs, db_path,
                                                                         monkeypatch):
