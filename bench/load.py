@@ -29,11 +29,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -50,6 +47,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 import vecpack
+from vecpack.benchmark.serving import ServerProcess, free_port
 from vecpack.benchmark.timing import machine_info
 from vecpack.client import RemoteCollection
 from vecpack.collection import Collection
@@ -117,78 +115,6 @@ def write_batch(col: RemoteCollection, batch: int, cfg: Config) -> None:
 
 
 # -- the server process --------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """``vecpack serve`` (auth on) over ``folder`` on a loopback port, as a child process logging to ``log``."""
-
-    def __init__(self, folder: Path, port: int, log: Path) -> None:
-        self.folder, self.port, self.log = folder, port, log
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> float:
-        """Start the process and wait until /health answers; returns the seconds that took."""
-        t0 = time.perf_counter()
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "vecpack.cli", "serve", "--path", str(self.folder), "--host", "127.0.0.1",
-                 "--port", str(self.port), "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT)
-        deadline = t0 + START_TIMEOUT_S
-        while time.perf_counter() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.proc.returncode} while starting:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
-                    return time.perf_counter() - t0
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"the server did not answer /health within {START_TIMEOUT_S} s:\n{self.log_tail()}")
-
-    def kill(self) -> None:
-        """SIGKILL the process and reap it."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        if self.proc is not None:
-            self.proc.wait()
-
-    def stop(self) -> int:
-        """Graceful shutdown (SIGTERM: uvicorn finishes requests and closes the database); the exit code,
-        0 when it exited cleanly (uvicorn re-raises the signal after shutting down: -SIGTERM counts as 0)."""
-        assert self.proc is not None, "the server was never started"
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(STOP_TIMEOUT_S)
-            return 0 if code == -signal.SIGTERM else code
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise RuntimeError(f"the server ignored SIGTERM for {STOP_TIMEOUT_S} s:\n{self.log_tail()}") from None
-
-    def cpu_seconds(self) -> float | None:
-        """User + system CPU seconds the running process has used (Linux ``/proc``; None elsewhere)."""
-        assert self.proc is not None, "the server was never started"
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-    def __enter__(self) -> Server:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.kill()
-
-
 def server_time(url: str, key: str) -> dict[str, tuple[float, int]]:
     """Seconds spent and requests answered per route, as the server counts them (``/metrics``)."""
     text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {key}"}, timeout=REQUEST_TIMEOUT_S).text
@@ -328,7 +254,9 @@ def embedded_load(folder: Path, cfg: Config, queries: np.ndarray) -> dict[str, A
         shutil.rmtree(copy)
 
 
-def run_clients(server: Server, key: str, cfg: Config, queries: np.ndarray) -> tuple[list[ClientLog], float, float]:
+def run_clients(
+    server: ServerProcess, key: str, cfg: Config, queries: np.ndarray
+) -> tuple[list[ClientLog], float, float]:
     """The load: ``cfg.clients`` threads for ``cfg.seconds``; in crash mode the server is SIGKILLed part way.
 
     Returns (the clients' logs, the load's start (perf_counter), the kill time in seconds after the start,
@@ -430,8 +358,8 @@ def run(cfg: Config, out: Path | None, workdir: Path | None = None,
         if same_load is not None:
             log(f"embedded, same load: search p50 {same_load['search']['p50_ms']:.3f} ms, "
                 f"p99 {same_load['search']['p99_ms']:.3f} ms")
-        with Server(folder, free_port(), Path(tmp) / "server.log") as server:
-            start_s = server.start()
+        with ServerProcess(folder, free_port(), Path(tmp) / "server.log") as server:
+            start_s = server.start(START_TIMEOUT_S)
             with vecpack.Client(server.url, key, timeout=REQUEST_TIMEOUT_S) as client:
                 col = client.get_collection(COLLECTION)
                 warm_up(col, queries)
@@ -471,7 +399,7 @@ def batches_of(logs: list[ClientLog]) -> tuple[set[int], set[int], list[str]]:
     return attempted, acked, sorted({e for lg in logs for e in lg.errors})[:10]
 
 
-def load_phase(server: Server, key: str, cfg: Config, queries: np.ndarray) -> dict[str, Any]:
+def load_phase(server: ServerProcess, key: str, cfg: Config, queries: np.ndarray) -> dict[str, Any]:
     """The load for ``cfg.seconds``, the server's own timings and CPU use, a graceful stop, verify embedded."""
     metrics0, cpu0, own0 = server_time(server.url, key), server.cpu_seconds(), time.process_time()
     logs, t0, _ = run_clients(server, key, cfg, queries)
@@ -481,7 +409,7 @@ def load_phase(server: Server, key: str, cfg: Config, queries: np.ndarray) -> di
     for op, route in (("search", SEARCH_ROUTE), ("add", ADD_ROUTE)):
         ops[op]["server_side_mean_ms"] = route_mean_ms(metrics0, metrics1, route)
     _, acked, errors = batches_of(logs)
-    exit_code = server.stop()
+    exit_code = server.stop(STOP_TIMEOUT_S)
     status, records = verify_embedded(server.folder)
     return {"ops": ops, "load_s": elapsed, "error_samples": errors, "acked_batches": len(acked),
             "cores_busy": {"server": (cpu1 - cpu0) / elapsed if cpu0 is not None else None,
@@ -490,19 +418,19 @@ def load_phase(server: Server, key: str, cfg: Config, queries: np.ndarray) -> di
             "records_expected": cfg.rows + BATCH_ROWS * len(acked)}
 
 
-def crash_phase(server: Server, key: str, cfg: Config, queries: np.ndarray) -> dict[str, Any]:
+def crash_phase(server: ServerProcess, key: str, cfg: Config, queries: np.ndarray) -> dict[str, Any]:
     """The load with a SIGKILL part way; restart the server on the folder, read the writes back, search, stop
     it, verify embedded."""
     logs, t0, kill_after = run_clients(server, key, cfg, queries)
     attempted, acked, errors = batches_of(logs)
     assert server.proc is not None, "the server was never started"
     killed_exit_code = server.proc.returncode
-    restart_s = server.start()
+    restart_s = server.start(START_TIMEOUT_S)
     with vecpack.Client(server.url, key, timeout=REQUEST_TIMEOUT_S) as client:
         col = client.get_collection(COLLECTION)
         batches = check_batches(col, attempted, acked, cfg)
         after_restart = check_search(col, queries, acked, cfg)
-    exit_code = server.stop()
+    exit_code = server.stop(STOP_TIMEOUT_S)
     status, records = verify_embedded(server.folder)
     return {"ops": op_report(logs, t0, kill_after), "error_samples": errors, "acked_batches": len(acked),
             "kill_after_s": kill_after, "killed_exit_code": killed_exit_code, "restart_s": restart_s,

@@ -56,8 +56,6 @@ import queue
 import random
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -71,11 +69,11 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
 import vecpack
 from vecpack import filters
+from vecpack.benchmark.serving import ServerProcess, free_port
 from vecpack.benchmark.timing import machine_info
 from vecpack.collection import TRAIN_ROWS
 from vecpack.errors import Conflict, NotFound
@@ -731,48 +729,6 @@ def reader_main(cfg: Config, name: str, target: str, log_dir: str, ch: Channels)
 
 
 # -- the server ------------------------------------------------------------------------------------------------------
-class Server:
-    """``vecpack serve --no-auth`` on ``folder``, a child process on a loopback port, logging to ``log``."""
-
-    def __init__(self, folder: Path, log: Path) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = log
-        env = dict(os.environ, NUMBA_NUM_THREADS="1")
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "vecpack.cli", "serve", "--path", str(folder), "--no-auth", "--host",
-                 "127.0.0.1", "--port", str(port), "--log-level", "warning"], stdout=out, stderr=subprocess.STDOUT,
-                env=env)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"the server did not answer /health within {START_TIMEOUT_S} s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        """SIGTERM (uvicorn finishes its requests), SIGKILL if it lingers."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def log_tail(self, lines: int = 20) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-
 # -- the run -------------------------------------------------------------------------------------------------------
 @dataclass(slots=True)
 class StressReport:
@@ -873,7 +829,7 @@ def run(path: str | os.PathLike[str], cfg: Config = Config(), *, out: Path | Non
     ctx = mp.get_context("spawn")
     ch = Channels(ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Event())
     procs: list[Any] = []
-    server: Server | None = None
+    server: ServerProcess | None = None
     reports = [warm]
     try:
         for w in range(cfg.writers):
@@ -883,7 +839,10 @@ def run(path: str | os.PathLike[str], cfg: Config = Config(), *, out: Path | Non
             procs.append(ctx.Process(target=reader_main, args=(cfg, f"reader-{r}", str(db_path), str(log_dir), ch),
                                      name=f"reader-{r}"))
         if cfg.http:
-            server = Server(db_path, folder / "server.log")
+            # one numba thread: the server's requests run concurrently on the 2 cores already
+            server = ServerProcess(db_path, free_port(), folder / "server.log", auth=False,
+                                   env=dict(os.environ, NUMBA_NUM_THREADS="1"))
+            server.start(START_TIMEOUT_S)
             procs.append(ctx.Process(target=reader_main, args=(cfg, "http-reader", server.url, str(log_dir), ch),
                                      name="http-reader"))
         for p in procs:
@@ -909,7 +868,7 @@ def run(path: str | os.PathLike[str], cfg: Config = Config(), *, out: Path | Non
                 p.terminate()
                 p.join()
         if server is not None:
-            server.stop()
+            server.stop(STOP_TIMEOUT_S)
     total, kinds, errors, samples = Counts(), Counter(), Counter(), []
     for rep in reports:
         total.add(rep.counts)
