@@ -184,7 +184,8 @@ def test_large_tenants_search_their_own_postings_in_shared_clusters(tmp_path, mo
 
         def check_tenants(col):
             for t in range(2):
-                rows = [r for r in np.flatnonzero(owner == t) if f"{r}" in {h.id for h in col.get(tenant=f"t{t}")}]
+                present = {h.id for h in col.get(tenant=f"t{t}")}
+                rows = [r for r in np.flatnonzero(owner == t) if f"{r}" in present]
                 hits = col.search(q, 10, tenant=f"t{t}")
                 truth = np.asarray(rows)[exact_knn(x[rows], q, 10, "l2")[0]]
                 found = [{int(h.id) for h in hs if h.id != "new"} for hs in hits]

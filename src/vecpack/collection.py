@@ -70,6 +70,8 @@ MIN_INDEX_ROWS = 1024
 #: ``tuning.fidelity``) fell this much below its fidelity at fit time, and a refitted codec gains as much: the
 #: measurement's noise on ~2,000 hits is about 0.01
 DRIFT_LOSS = 0.05
+#: ... measured once the rows written or deleted since the last measurement reach this share of the live rows
+DRIFT_CHECK_SHARE = 0.1
 #: rows of a sample that fidelity is measured on (200 of them as queries)
 FIDELITY_ROWS = 10_000
 #: searches restarted because a compaction renumbered the rows under them, before giving up
@@ -616,6 +618,9 @@ class Collection:
         """Inside a write transaction, just before COMMIT: count the commit, and read what it leaves."""
         seq = self._db.get_meta("commit_seq", 0) + 1
         self._db.set_meta(commit_seq=seq)
+        churn = self._pending["added"] + len(self._pending["deleted"])
+        if churn:  # rows written or deleted since the collection was created: when to look for drift again
+            self._db.set_meta(churn=self._db.get_meta("churn", 0) + churn)
         return _Committed(seq, self._db.get_meta("n_rows"), self._db.get_meta("sealed_rows"),
                           self._db.get_meta("index_state"))
 
@@ -689,7 +694,8 @@ class Collection:
                 codec = make_codec(self._codec.spec, self.dim, self._codec.metric).fit(x, queries)
                 blob = save_codec(codec)
                 write_atomic(self.path / "codec.npz", blob)
-                self._db.set_meta(codec_crc=zlib.crc32(blob), codec_fidelity=self._fidelity(codec, x))
+                self._db.set_meta(codec_crc=zlib.crc32(blob), codec_fidelity=self._fidelity(codec, x),
+                                  drift_checked_churn=self._db.get_meta("churn", 0))
                 self._pending["codec"] = codec
             else:
                 codec = self._codec
@@ -731,26 +737,30 @@ class Collection:
     def _refit_if_drifted(self) -> None:
         """Fit the codec again and re-encode every sealed row when the rows have drifted from those it was fitted
         on: on a fresh sample of live rows its fidelity fell more than DRIFT_LOSS below the fidelity it had at fit
-        time (or that is unknown), and a codec fitted on that sample does DRIFT_LOSS better. Inside optimize()
-        with the write lock held; the next index build covers the new codes."""
+        time (or that is unknown), and a codec fitted on that sample does DRIFT_LOSS better. Measured once rows
+        written or deleted since the last measurement reach DRIFT_CHECK_SHARE of the live rows. Inside
+        optimize() with the write lock held; the next index build covers the new codes."""
         with self._reading():
             codec, sealed, known = self._codec, self._sealed, self._db.get_meta("codec_fidelity")
+            churn, checked = self._db.get_meta("churn", 0), self._db.get_meta("drift_checked_churn", 0)
             live_rows = np.flatnonzero(self._live[:sealed])
         if not codec.trained or codec.exact or live_rows.size < max(MIN_TUNE_ROWS, codec.min_train_rows):
             return
+        if known is not None and churn - checked < DRIFT_CHECK_SHARE * live_rows.size:
+            return  # too few rows changed since the last look to have moved the data
         x, queries = self._training_sample(live_rows, sealed)
         now = self._fidelity(codec, x)
-        if known is not None and now >= known - DRIFT_LOSS:
-            return
-        fresh = make_codec(codec.spec, self.dim, self._codec_metric).fit(x, queries)
-        fresh_fidelity = self._fidelity(fresh, x)
+        fresh = None
+        if known is None or now < known - DRIFT_LOSS:
+            fresh = make_codec(codec.spec, self.dim, self._codec_metric).fit(x, queries)
+            fresh_fidelity = self._fidelity(fresh, x)
         with self._write():
-            if fresh_fidelity >= now + DRIFT_LOSS:
+            if fresh is not None and fresh_fidelity >= now + DRIFT_LOSS:
                 log.info("collection %r: refitting codec %s (fidelity %.3f, refitted %.3f)", self.name, codec.spec,
                          now, fresh_fidelity)
                 self._recode(fresh, sealed, fresh_fidelity)
-            elif known is None:  # fitted before fidelity was recorded: this is its baseline from now on
-                self._db.set_meta(codec_fidelity=now)
+            else:  # unknown: fitted before fidelity was recorded, and from now on this is its baseline
+                self._db.set_meta(drift_checked_churn=churn, codec_fidelity=known if known is not None else now)
 
     def _index_row_bytes(self) -> int:
         """Resident bytes per row of the collection's index besides codes (graph adjacency, IVF row ids)."""
@@ -779,7 +789,7 @@ class Collection:
         write_atomic(self.path / codec_file, blob)
         self._db.set_meta(codec=codec.spec, codec_crc=zlib.crc32(blob), codec_file=codec_file,
                           codes_file=codes_file, generation=gen, sealed_rows=upto, index_state=None,
-                          codec_fidelity=fidelity)
+                          codec_fidelity=fidelity, drift_checked_churn=self._db.get_meta("churn", 0))
         if report is not None:
             self._db.set_meta(tuning_report=report)
         self._pending["reload"] = True

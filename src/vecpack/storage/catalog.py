@@ -20,6 +20,10 @@ from vecpack.errors import CorruptData
 
 SCHEMA_VERSION = 1
 _CHUNK = 500  # ids per IN (...) clause, below SQLite's parameter limit
+#: how long a statement waits for another connection's lock before failing (a writer for the write lock)
+BUSY_TIMEOUT_S = 30.0
+#: how long a checkpoint waits for readers (writers wait meanwhile) before leaving the log for later
+CHECKPOINT_WAIT_S = 1.0
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -42,7 +46,7 @@ class Catalog:
     def __init__(self, path: Path, *, create: bool = False, meta: dict[str, Any] | None = None) -> None:
         if not create and not Path(path).exists():
             raise CorruptData(f"{path}: catalog is missing")
-        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
         try:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
@@ -258,9 +262,15 @@ class Catalog:
                 problems.append(f"{orphans} records belong to no tenant")
         return problems
 
-    def checkpoint(self) -> None:
-        """Fold the write-ahead log into the database file and truncate it (after a compaction)."""
-        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    def checkpoint(self, wait_s: float = CHECKPOINT_WAIT_S) -> None:
+        """Fold the write-ahead log into the database file and truncate it (after a compaction). It waits for
+        readers still on older snapshots, and blocks writers meanwhile: at most ``wait_s``, then it leaves the
+        log for a later checkpoint."""
+        self.conn.execute(f"PRAGMA busy_timeout = {int(wait_s * 1000)}")
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            self.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
 
     def close(self) -> None:
         self.conn.close()
