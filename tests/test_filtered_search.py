@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -96,9 +98,14 @@ def test_each_plan_is_chosen_by_selectivity(tmp_path, data, index, monkeypatch):
     assert col.explain(where={"grp": {"$lt": 60}})["plan"] == "postfilter"
     if index == "graph":  # post-filters first while its beam stays within POST_BEAM times the filtered walk's
         plan = col.explain(where={"grp": {"$lt": 10}})
-        assert plan["plan"] == "postfilter" and plan["knob"] == 203  # ef 64 / sqrt(0.1)
-        assert plan["fallback"] == (11, 360)  # half the 0.1 * 203 matches expected, else the walk: ef 64 / 0.1^0.75
-        assert col.explain(where={"grp": {"$lt": 10}}, k=40)["plan"] == "filtered"  # 2 * 40 / 0.1 > 2 * 360
+        s, ef, width = plan["selectivity"], 64, 10  # the graph's default ef for k = 10
+        post, walk = math.ceil(ef / math.sqrt(s)), math.ceil(ef / s**planner.EF_EXPONENT)
+        assert plan["plan"] == "postfilter" and plan["knob"] == post
+        # a query whose beam meets fewer than half the matches expected is walked through matching rows only
+        assert plan["fallback"] == (max(width, math.ceil(s * post / 2)), walk)
+        wide = 40  # a beam of POST_DEPTH * k / s outgrows POST_BEAM times the walk's: the walk is chosen
+        assert planner.POST_DEPTH * wide / s > planner.POST_BEAM * walk
+        assert col.explain(where={"grp": {"$lt": 10}}, k=wide)["plan"] == "filtered"
     else:
         assert col.explain(where={"grp": {"$lt": 10}})["plan"] == "filtered"
     assert col.explain(where={"grp": -1})["plan"] == "none"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -409,10 +408,8 @@ def test_reopen_loads_the_index_without_rebuilding(tmp_path, x, queries, index, 
     for cls in (GraphIndex, IVFIndex):
         monkeypatch.setattr(cls, "build", classmethod(no_build))
         monkeypatch.setattr(cls, "extend", no_build)
-    t0 = time.perf_counter()
     with vecpack.connect(tmp_path) as db:
         col = db.get_collection("c")
-        elapsed = time.perf_counter() - t0
         assert col.stats()["indexed_rows"] == stats["indexed_rows"] == N
         assert col.stats()["index_bytes"] == stats["index_bytes"]
         assert meta(col)["index_state"] == state
@@ -422,7 +419,6 @@ def test_reopen_loads_the_index_without_rebuilding(tmp_path, x, queries, index, 
         assert meta(col)["index_state"] == state
         assert (col.path / state["dir"]).stat().st_mtime_ns == mtime
         col.verify()
-    assert elapsed < 1.0, f"reopening took {elapsed:.2f} s"
 
 
 # -- verify and corruption ---------------------------------------------------------------------------

@@ -30,7 +30,6 @@ def test_crash_mid_load_keeps_every_acknowledged_write_whole(load, tmp_path):
     cfg = load.Config(rows=2_000, clients=4, seconds=3.0, queries=100, crash=True)
     report = load.run(cfg, tmp_path / "out", tmp_path, log=lambda s: None)
     ops, batches = report["ops"], report["batches"]
-    assert 0.3 * cfg.seconds <= report["kill_after_s"] <= 0.7 * cfg.seconds
     assert report["killed_exit_code"] == -signal.SIGKILL
     assert ops["search"]["lost_after_kill"] + ops["add"]["lost_after_kill"] == cfg.clients  # each saw it die
     assert ops["search"]["errors"] == 0 and ops["add"]["errors"] == 0  # before the kill: none at all

@@ -35,6 +35,12 @@ CREATE TABLE tenants (code INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, activ
 """
 
 
+def _range_table(table: str) -> None:
+    """ValueError unless ``table`` holds checksummed ranges (its name is put into SQL)."""
+    if table not in ("batches", "segments"):
+        raise ValueError(f"not a table of checksummed ranges: {table!r}")
+
+
 def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
     for a in range(0, len(items), _CHUNK):
         yield items[a : a + _CHUNK]
@@ -206,21 +212,22 @@ class Catalog:
     # -- checksummed ranges of the row files -------------------------------------
     def add_range(self, table: str, row0: int, n: int, crc: int) -> None:
         """Record the crc32 of rows row0..row0+n-1 in ``batches`` (vectors) or ``segments`` (codes)."""
-        assert table in ("batches", "segments")
+        _range_table(table)
         self.conn.execute(f"INSERT OR REPLACE INTO {table} (row0, n, crc) VALUES (?, ?, ?)", (row0, n, crc))
 
     def clear_ranges(self, *tables: str) -> None:
         """Forget every checksummed range of ``tables`` ("batches", "segments"): their row file is rewritten."""
         for table in tables:
-            assert table in ("batches", "segments")
+            _range_table(table)
+        for table in tables:
             self.conn.execute(f"DELETE FROM {table}")
 
     def ranges(self, table: str) -> list[tuple[int, int, int]]:
-        assert table in ("batches", "segments")
+        _range_table(table)
         return list(self.conn.execute(f"SELECT row0, n, crc FROM {table} ORDER BY row0"))
 
     def last_range(self, table: str) -> tuple[int, int, int] | None:
-        assert table in ("batches", "segments")
+        _range_table(table)
         return self.conn.execute(f"SELECT row0, n, crc FROM {table} ORDER BY row0 DESC LIMIT 1").fetchone()
 
     def integrity_problems(self) -> list[str]:
@@ -237,9 +244,10 @@ class Catalog:
 
         problems = []
         records, low, high = one("SELECT count(*), min(row), max(row) FROM records")
-        tombstones, dead_high = one("SELECT count(*), max(row) FROM tombstones")
+        tombstones, dead_low, dead_high = one("SELECT count(*), min(row), max(row) FROM tombstones")
         both = one("SELECT count(*) FROM records JOIN tombstones USING (row)")[0]
-        if records + tombstones != n_rows or both or (low or 0) < 0 or max(high or 0, dead_high or 0) >= max(n_rows, 1):
+        if (records + tombstones != n_rows or both or min(low or 0, dead_low or 0) < 0
+                or max(high or 0, dead_high or 0) >= max(n_rows, 1)):
             problems.append(f"{records} records and {tombstones} tombstones ({both} rows both, rows {low}..{high}) "
                             f"do not account for the {n_rows} rows")
         for table, rows in (("batches", n_rows), ("segments", sealed_rows)):
