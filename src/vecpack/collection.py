@@ -29,9 +29,9 @@ import sqlite3
 import threading
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,17 @@ class Hit:
     metadata: dict[str, Any] | None
 
 
+@dataclass(slots=True)
+class _PendingCommit:
+    """What a write transaction changes in memory once it commits (``Collection._apply``)."""
+
+    deleted: list[int] = field(default_factory=list)  # rows tombstoned
+    added: int = 0  # rows appended
+    codec: Codec | None = None  # the codec this transaction trained
+    reload: bool = False  # rows renumbered or re-encoded: load everything again
+    forget: list[int] = field(default_factory=list)  # tenants whose row lists and postings are dropped
+
+
 @dataclass(frozen=True, slots=True)
 class _Committed:
     """What one write transaction committed: its number (``commit_seq``), the row counters and the index."""
@@ -144,7 +155,7 @@ class Collection:
             raise
         self._writer: int | None = None  # thread id of the writer inside its transaction
         self._closed = False
-        self._pending: dict[str, Any] = {}
+        self._pending = _PendingCommit()
         self._files: tuple[str, str] | None = None
         self._index: Index | None = None
         # the codec's scan layout of the sealed codes, kept while there is no index: (files, layout, rows)
@@ -513,12 +524,8 @@ class Collection:
                 old_vectors = self._vectors.view(n_rows, np.float32)
                 old_codes = self._codes.view(sealed)
                 self._db.clear_ranges("batches", "segments")
-                for a in range(0, keep.size, ENCODE_CHUNK):
-                    part = keep[a : a + ENCODE_CHUNK]
-                    self._db.add_range("batches", a, part.size, vectors.write(a, old_vectors[part]))
-                for a in range(0, keep_sealed.size, ENCODE_CHUNK):
-                    part = keep_sealed[a : a + ENCODE_CHUNK]
-                    self._db.add_range("segments", a, part.size, codes.write(a, old_codes[part]))
+                self._write_rows("batches", vectors, 0, keep.size, lambda a, b: old_vectors[keep[a:b]])
+                self._write_rows("segments", codes, 0, keep_sealed.size, lambda a, b: old_codes[keep_sealed[a:b]])
             finally:
                 vectors.close()
                 codes.close()
@@ -532,7 +539,7 @@ class Collection:
             self._db.renumber(keep)
             self._db.set_meta(n_rows=int(keep.size), sealed_rows=int(keep_sealed.size), generation=gen,
                               vectors_file=files[0], codes_file=files[1], index_state=index_state)
-            self._pending["reload"] = True
+            self._pending.reload = True
         with self._write():
             self._remove_stale_files()
         self._catalog.checkpoint()
@@ -564,7 +571,7 @@ class Collection:
                 with col._lock:
                     col._refresh()  # another process may have committed before we took the write lock
                 col._writer = threading.get_ident()
-                col._pending = {"deleted": [], "added": 0, "codec": None, "reload": False, "forget": []}
+                col._pending = _PendingCommit()
             except (sqlite3.Error, OSError) as exc:
                 col._write_lock.release()
                 raise _storage_error(exc, col.path) from exc
@@ -589,9 +596,9 @@ class Collection:
                     finally:
                         col._writer = None
                     if committed is not None:
-                        col._apply(committed, **col._pending)
+                        col._apply(committed, col._pending)
             finally:
-                col._pending = {}
+                col._pending = _PendingCommit()
                 col._write_lock.release()
             if exc[0] is not None and issubclass(exc[0], sqlite3.Error | OSError) and not isinstance(
                     exc[1], VecpackError):  # rolled back: nothing of the call was written
@@ -607,29 +614,28 @@ class Collection:
         self._db.insert_records(row0, ids, meta)
         self._db.add_range("batches", row0, len(ids), crc)
         self._db.set_meta(n_rows=row0 + len(ids))
-        self._pending["added"] += len(ids)
+        self._pending.added += len(ids)
 
     def _delete_rows(self, rows: list[int]) -> None:
         """Inside a write transaction: tombstone live rows."""
         self._db.delete_rows(rows)
-        self._pending["deleted"].extend(rows)
+        self._pending.deleted.extend(rows)
 
     def _committing(self) -> _Committed:
         """Inside a write transaction, just before COMMIT: count the commit, and read what it leaves."""
         seq = self._db.get_meta("commit_seq", 0) + 1
         self._db.set_meta(commit_seq=seq)
-        churn = self._pending["added"] + len(self._pending["deleted"])
+        churn = self._pending.added + len(self._pending.deleted)
         if churn:  # rows written or deleted since the collection was created: when to look for drift again
             self._db.set_meta(churn=self._db.get_meta("churn", 0) + churn)
         return _Committed(seq, self._db.get_meta("n_rows"), self._db.get_meta("sealed_rows"),
                           self._db.get_meta("index_state"))
 
-    def _apply(self, committed: _Committed, deleted: list[int], added: int, codec: Codec | None, reload: bool,
-               forget: list[int]) -> None:
+    def _apply(self, committed: _Committed, pending: _PendingCommit) -> None:
         """After our commit, ``_lock`` held: bring counters, the live mask, the codec and the index in line with
-        what it committed (``forget``: tenants whose row lists the caller drops). Another process may have
-        committed since: the next ``_refresh`` loads that (its commit_seq is not ours)."""
-        if reload:  # compaction renumbered every row
+        what it committed. Another process may have committed since: the next ``_refresh`` loads that (its
+        commit_seq is not ours)."""
+        if pending.reload:  # compaction renumbered every row, or re-encoding wrote new codes
             with self._db.snapshot():
                 self._load_state()
             return
@@ -640,13 +646,13 @@ class Collection:
             grown[: self._live.shape[0]] = self._live
             self._live = grown
         self._live[self._n_rows : n_rows] = 1
-        self._live[deleted] = 0
+        self._live[pending.deleted] = 0
         self._n_rows = n_rows
-        self._n_live += added - len(deleted)
+        self._n_live += pending.added - len(pending.deleted)
         self._sealed = committed.sealed_rows
-        if codec is not None:
-            self._codec = codec
-        for code in forget:
+        if pending.codec is not None:
+            self._codec = pending.codec
+        for code in pending.forget:
             self._tenant_rows.drop(code)
             if self._clusters is not None:
                 self._clusters.forget(code)
@@ -696,14 +702,23 @@ class Collection:
                 write_atomic(self.path / "codec.npz", blob)
                 self._db.set_meta(codec_crc=zlib.crc32(blob), codec_fidelity=self._fidelity(codec, x),
                                   drift_checked_churn=self._db.get_meta("churn", 0))
-                self._pending["codec"] = codec
+                self._pending.codec = codec
             else:
                 codec = self._codec
-            for a in range(sealed, n_rows, ENCODE_CHUNK):
-                b = min(a + ENCODE_CHUNK, n_rows)
-                crc = self._codes.write(a, codec.encode(prepare(vectors[a:b], self.metric)))
-                self._db.add_range("segments", a, b - a, crc)
+            self._write_rows("segments", self._codes, sealed, n_rows, self._encoder(codec, vectors))
             self._db.set_meta(sealed_rows=n_rows)
+
+    def _write_rows(self, table: str, rows: RowFile, start: int, end: int,
+                    chunk: Callable[[int, int], np.ndarray]) -> None:
+        """Inside a write transaction: write rows start..end-1 of a row file, ``chunk(a, b)`` giving rows a..b-1,
+        ENCODE_CHUNK at a time, each chunk's crc32 recorded in ``table`` ("batches" or "segments")."""
+        for a in range(start, end, ENCODE_CHUNK):
+            b = min(a + ENCODE_CHUNK, end)
+            self._db.add_range(table, a, b - a, rows.write(a, chunk(a, b)))
+
+    def _encoder(self, codec: Codec, vectors: np.ndarray) -> Callable[[int, int], np.ndarray]:
+        """``_write_rows``' chunk: the codes of stored vectors a..b-1, as the codec sees them."""
+        return lambda a, b: codec.encode(prepare(vectors[a:b], self.metric))
 
     def _training_sample(self, live_rows: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Up to TRAIN_ROWS live rows (prepared) less outliers (``codecs.base.inliers``: one row of huge values
@@ -777,12 +792,8 @@ class Collection:
         (self.path / codes_file).unlink(missing_ok=True)
         codes = RowFile(self.path / codes_file, CODES_MAGIC, codec.code_size, create=True)
         try:
-            vectors = self._vectors.view(upto, np.float32)
             self._db.clear_ranges("segments")
-            for a in range(0, upto, ENCODE_CHUNK):
-                b = min(a + ENCODE_CHUNK, upto)
-                self._db.add_range("segments", a, b - a,
-                                   codes.write(a, codec.encode(prepare(vectors[a:b], self.metric))))
+            self._write_rows("segments", codes, 0, upto, self._encoder(codec, self._vectors.view(upto, np.float32)))
         finally:
             codes.close()
         blob = save_codec(codec)
@@ -792,7 +803,7 @@ class Collection:
                           codec_fidelity=fidelity, drift_checked_churn=self._db.get_meta("churn", 0))
         if report is not None:
             self._db.set_meta(tuning_report=report)
-        self._pending["reload"] = True
+        self._pending.reload = True
 
     def tuning_report(self) -> dict[str, Any] | None:
         """How ``codec="auto"`` (or ``retune()``) chose the codec: every candidate measured, the choice and
@@ -1062,7 +1073,7 @@ class Collection:
             rows = self._db.rows_with_prefix(tenants.key(code, ""))
             self._delete_rows(rows)
             self._db.remove_tenant(code)
-            self._pending["forget"].append(code)
+            self._pending.forget.append(code)
         return len(rows)
 
     def list_tenants(self) -> list[dict[str, Any]]:
@@ -1085,7 +1096,7 @@ class Collection:
             code = self._existing_tenant(name)
             self._db.set_tenant_active(code, active)
             if not active:
-                self._pending["forget"].append(code)
+                self._pending.forget.append(code)
 
     def _tenant_name(self, name: str) -> str:
         """A tenant management call's checked tenant name (InvalidInput without tenants or for a bad name)."""
