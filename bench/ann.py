@@ -40,7 +40,7 @@ from vecpack.datasets import load_dataset
 from vecpack.index import GraphIndex, IVFIndex
 from vecpack.index.ivf import default_nlist
 from vecpack.metrics import exact_knn
-from vecpack.search import prepare, search_rows
+from vecpack.search import ScanData, prepare, search_rows
 
 K = 10
 TARGET = 0.95
@@ -125,8 +125,8 @@ def build_ours(x_raw: np.ndarray, metric: str, nlist: int, kinds: list[str]) -> 
         codec, codes, index, build_s = built[kind, spec]
 
         def search(q, knob, codec=codec, codes=codes, index=index, rerank=rerank):
-            return search_rows(prepare(q, metric), K, codec=codec, codes=codes, vectors=x_raw, live=live,
-                               metric=metric, rerank=rerank, index=index, knob=knob)[1]
+            return search_rows(prepare(q, metric), K, ScanData(codec, codes, x_raw, metric, rerank), live,
+                               index=index, knob=knob)[1]
 
         resident = (codes.nbytes if kind == "graph" else 0) + index.nbytes + live.nbytes
         name = f"vecpack {kind} {spec}" + (f" +rerank{rerank}" if rerank else "")

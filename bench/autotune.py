@@ -25,7 +25,7 @@ from vecpack.benchmark.timing import machine_info
 from vecpack.codecs import make_codec
 from vecpack.datasets import load_dataset
 from vecpack.metrics import exact_knn
-from vecpack.search import prepare, search_rows
+from vecpack.search import ScanData, prepare, search_rows
 from vecpack.tuning import tune
 
 K = 10
@@ -36,8 +36,8 @@ def recall_of(spec: str, x: np.ndarray, q: np.ndarray, truth: np.ndarray, metric
     codec_metric = "l2" if metric == "l2" else "ip"
     codec = make_codec(spec, x.shape[1], codec_metric).fit(x[np.random.default_rng(0).permutation(len(x))[:65536]])
     codes = codec.encode(x)
-    rows = search_rows(q, K, codec=codec, codes=codes, vectors=x, live=np.ones(len(x), np.uint8), metric=metric,
-                       rerank=0 if codec.exact else codec.default_rerank(K))[1]
+    rerank = 0 if codec.exact else codec.default_rerank(K)
+    rows = search_rows(q, K, ScanData(codec, codes, x, metric, rerank), np.ones(len(x), np.uint8))[1]
     return float(np.mean([len(set(r) & set(t)) / K for r, t in zip(rows, truth, strict=True)]))
 
 

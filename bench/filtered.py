@@ -53,7 +53,7 @@ from vecpack.benchmark.timing import limit_threads, machine_info, timed
 from vecpack.datasets import load_dataset
 from vecpack.kernels.kmeans import assign, kmeans
 from vecpack.metrics import exact_knn
-from vecpack.search import prepare, search_rows
+from vecpack.search import ScanData, prepare, search_rows
 
 K = 10
 SELECTIVITIES = (0.001, 0.01, 0.1, 0.5)
@@ -216,8 +216,8 @@ def _measure(col, hnsw, hl, faiss, where, allowed, xp, qp, peer_queries) -> dict
     live = np.ones(vectors.shape[0], dtype=np.uint8)
     for f in POSTFILTER_FACTORS:
         def post(qi, f=f):
-            _, r = search_rows(qi[None, :], K * f, codec=codec, codes=codes, vectors=vectors, live=live,
-                               metric="cosine", rerank=0, index=index, knob=K * f)
+            _, r = search_rows(qi[None, :], K * f, ScanData(codec, codes, vectors, "cosine", 0), live, index=index,
+                               knob=K * f)
             r = r[0][r[0] >= 0]
             return r[allowed[r]][:K]
 

@@ -48,7 +48,7 @@ from vecpack.benchmark.timing import limit_threads, machine_info
 from vecpack.codecs import make_codec
 from vecpack.datasets import load_dataset
 from vecpack.index.graph import DEFAULTS, GraphIndex, insertion_order, local_intrinsic_dim
-from vecpack.search import prepare, search_rows
+from vecpack.search import ScanData, prepare, search_rows
 
 K = 10
 THREADS = 2
@@ -111,8 +111,7 @@ def run_ours(
     build_s = time.perf_counter() - t0
     out = {}
     for ef in efs:
-        _, rows = search_rows(q, K, codec=codec, codes=cs, vectors=xs, live=live, metric=metric, rerank=0,
-                              index=g, knob=ef)
+        _, rows = search_rows(q, K, ScanData(codec, cs, xs, metric, 0), live, index=g, knob=ef)
         out[str(ef)] = recall(rows if perm is None else perm[rows], truth)
     entry = g.entry if perm is None else int(perm[g.entry])
     return out, build_s, entry
@@ -359,7 +358,7 @@ def main() -> None:
         codec = make_codec("int8", d, "l2" if metric == "l2" else "ip").fit(x)
         codes = codec.encode(x)
         live = np.ones(n, dtype=np.uint8)
-        _, flat_rows = search_rows(q, K, codec=codec, codes=codes, vectors=x, live=live, metric=metric, rerank=0)
+        _, flat_rows = search_rows(q, K, ScanData(codec, codes, x, metric, 0), live)
         res["int8_flat_recall"] = recall(flat_rows, truth)
         w = min(n, 2048)  # warm-up build: numba compiles the graph kernels outside the recorded build seconds
         GraphIndex.build(x[:w], codes[:w], live[:w], {"metric": "l2" if metric == "l2" else "ip"})

@@ -49,7 +49,7 @@ from vecpack.datasets import Dataset, load_dataset
 from vecpack.index import GraphIndex
 from vecpack.kernels.lvq import refine_rows
 from vecpack.metrics import exact_knn, recall_at_k
-from vecpack.search import prepare, search_rows
+from vecpack.search import ScanData, prepare, search_rows
 
 K = 10
 TARGET = 0.95
@@ -129,26 +129,14 @@ def run(dataset: str, ds: Dataset, out_dir: Path) -> dict[str, Any]:
 
     flat = {}
     for spec in FLAT_SPECS:
-        rows = search_rows(
-            q, K, codec=codecs[spec], codes=codes[spec], vectors=x_raw, live=live, metric=metric, rerank=0
-        )[1]
+        rows = search_rows(q, K, ScanData(codecs[spec], codes[spec], x_raw, metric, 0), live)[1]
         flat[spec] = recall_at_k(rows, truth, K)
         print(f"flat {spec:<8} recall@10 {flat[spec]:.4f}", flush=True)
 
     def graph_search(spec: str, width: int) -> Callable[[np.ndarray, int], np.ndarray]:
         def search(qq: np.ndarray, ef: int) -> np.ndarray:
-            return search_rows(
-                qq,
-                width,
-                codec=codecs[spec],
-                codes=codes[spec],
-                vectors=x_raw,
-                live=live,
-                metric=metric,
-                rerank=0,
-                index=index,
-                knob=ef,
-            )[1]
+            return search_rows(qq, width, ScanData(codecs[spec], codes[spec], x_raw, metric, 0), live, index=index,
+                               knob=ef)[1]
 
         return search
 

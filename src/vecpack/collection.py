@@ -46,7 +46,7 @@ from vecpack.index import INDEX_KINDS, Index
 from vecpack.index.base import arrays_crc, load_arrays, save_arrays
 from vecpack.index.graph import DEFAULTS as GRAPH_DEFAULTS
 from vecpack.kernels.rowset import ascending
-from vecpack.search import prepare
+from vecpack.search import ScanData, prepare
 from vecpack.selection import Selection, filter_groups, run_plan
 from vecpack.storage.catalog import Catalog
 from vecpack.storage.files import write_atomic
@@ -97,6 +97,18 @@ class Hit:
     id: str
     score: float
     metadata: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """What one search reads, as of one generation: the rows, the live mask, the index, the number of live
+    rows, and the codec's scan layout of the codes if the collection keeps one."""
+
+    data: ScanData
+    live: np.ndarray
+    index: Index | None
+    n_live: int
+    layout: np.ndarray | None
 
 
 @dataclass(slots=True)
@@ -887,7 +899,7 @@ class Collection:
                 selections = [self._select(code, node) for node, _ in groups]
                 snapshot = self._snapshot(k, rerank, every_row=all(s.everything for s in selections))
             try:
-                scores, rows = self._search_snapshot(q, k, groups, selections, knob, **snapshot)
+                scores, rows = self._search_snapshot(q, k, groups, selections, knob, snapshot)
             except OSError:  # this process's compaction closed the file we were reading
                 if files == self._files:
                     raise
@@ -902,7 +914,7 @@ class Collection:
         results = self._hits(scores, rows, found)
         return results[0] if single else results
 
-    def _snapshot(self, k: int, rerank: int | None, every_row: bool) -> dict[str, Any]:
+    def _snapshot(self, k: int, rerank: int | None, every_row: bool) -> _Snapshot:
         """What a search reads, as of now (``_lock`` held): later commits do not change it.
 
         every_row : no filter or tenant restricts the search, so a scan layout (if any) is all it scans.
@@ -916,10 +928,8 @@ class Collection:
         layout = self._scan_layout(sealed, build=every_row)
         # with a scan layout, the stored rows are copied into memory only once a filtered search needs them
         codes = self._codes.mapped(sealed) if layout is not None and every_row else self._codes.view(sealed)
-        arrays = {"codec": codec, "codes": codes, "vectors": vectors, "metric": self.metric,
-                  "rerank": 0 if codec.exact or sealed == 0 else rerank, "gather": gather}
-        return {"arrays": arrays, "live": self._live[:n_rows], "index": self._index, "n_live": self._n_live,
-                "layout": layout}
+        data = ScanData(codec, codes, vectors, self.metric, 0 if codec.exact or sealed == 0 else rerank, gather)
+        return _Snapshot(data, self._live[:n_rows], self._index, self._n_live, layout)
 
     def _scan_layout(self, sealed: int, build: bool = True) -> np.ndarray | None:
         """The codec's ``scan_layout`` of the sealed codes (``_lock`` held): kept while the collection has no
@@ -943,16 +953,17 @@ class Collection:
     @staticmethod
     def _search_snapshot(
         q: np.ndarray, k: int, groups: list[tuple[Any, Any]], selections: list[Selection], knob: int | None,
-        arrays: dict[str, Any], live: np.ndarray, index: Index | None, n_live: int, layout: np.ndarray | None,
+        snap: _Snapshot,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(scores, rows), each (m, k), of the queries, one plan per filter group."""
         scores = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
         rows = np.full((q.shape[0], k), -1, dtype=np.int64)
         for (_, picked), selection in zip(groups, selections, strict=True):
             matches = None if selection.everything else selection.count()
-            plan = planner.choose(matches, n_live, max(k, arrays["rerank"]), index, knob,
+            plan = planner.choose(matches, snap.n_live, max(k, snap.data.rerank), snap.index, knob,
                                   clustered=selection.postings is not None)
-            scores[picked], rows[picked] = run_plan(plan, q[picked], k, selection, live, index, arrays, layout)
+            scores[picked], rows[picked] = run_plan(plan, q[picked], k, selection, snap.live, snap.index, snap.data,
+                                                    snap.layout)
         return scores, rows
 
     def explain(

@@ -7,6 +7,7 @@ it directly to compare with FAISS at the same level (rows in, rows out).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -37,17 +38,33 @@ def prepare(x: np.ndarray, metric: str) -> np.ndarray:
     return unit_rows(x) if metric == "cosine" else np.ascontiguousarray(x, dtype=np.float32)
 
 
+@dataclass(frozen=True, slots=True)
+class ScanData:
+    """The rows a search reads, as of one snapshot of a collection.
+
+    codec, codes : the codec and uint8 (sealed, code_size) codes of rows 0 .. sealed-1.
+    vectors : float32 (n, d): every row's stored vector; rows sealed .. n-1 (the growing ones) are scanned
+        exactly, and re-ranking reads candidates from here.
+    metric : the collection's ("cosine", "ip" or "l2").
+    rerank : candidates re-scored with ``vectors`` (0 = none).
+    gather : if given, re-ranking reads the candidates' float32 rows (r, d) through ``gather(sorted unique
+        rows)`` instead of indexing ``vectors`` (a large vector log, read with pread).
+    """
+
+    codec: Codec
+    codes: np.ndarray
+    vectors: np.ndarray
+    metric: str
+    rerank: int
+    gather: Callable[[np.ndarray], np.ndarray] | None = None
+
+
 def search_rows(
     q: np.ndarray,
     k: int,
-    *,
-    codec: Codec,
-    codes: np.ndarray,
-    vectors: np.ndarray,
+    data: ScanData,
     live: np.ndarray,
-    metric: str,
-    rerank: int,
-    gather: Callable[[np.ndarray], np.ndarray] | None = None,
+    *,
     index: Index | None = None,
     knob: int | None = None,
     filtered: bool = False,
@@ -59,13 +76,9 @@ def search_rows(
     Parameters
     ----------
     q : float32 (m, d), already unit norm for cosine.
-    codes : uint8 (sealed, code_size): codes of rows 0 .. sealed-1; rows index.rows .. sealed-1
-        (all of them without an index) are scanned flat.
-    vectors : float32 (n, d): every row's stored vector; rows sealed .. n-1 are scanned exactly.
+    data : the rows; those past ``index.rows`` (all of them without an index) and below the sealed rows are
+        scanned flat through their codes.
     live : uint8 (n,), 0 = deleted.
-    rerank : candidates re-scored with ``vectors`` (0 = none).
-    gather : if given, re-ranking reads the candidates' float32 rows (r, d) through
-        ``gather(sorted unique rows)`` instead of indexing ``vectors``.
     index : searched for rows 0 .. index.rows-1 with its knob (ef / nprobe; None = its default).
     filtered : ``live`` is a selective filter: the index searches through passing rows only
         (``planner``'s "filtered" plan).
@@ -74,6 +87,7 @@ def search_rows(
     layout : the codec's ``scan_layout`` of ``codes``, scanned instead of them when no index is given.
     Similarities are <q, x>, cosine, or -||q - x||^2 for l2.
     """
+    codec, codes, vectors, rerank = data.codec, data.codes, data.vectors, data.rerank
     sealed = codes.shape[0]
     width = max(k, rerank)
     indexed = index.rows if index is not None else 0
@@ -101,22 +115,11 @@ def search_rows(
         scan_codes(codec.scorer(q), codes[indexed:], indexed, live[indexed:sealed], heaps,
                    layout if not indexed else None)
     if vectors.shape[0] > sealed:
-        scan_exact(q, vectors[sealed:], sealed, live[sealed:], metric, heaps)
-    return _finish(q, k, heaps, vectors, metric, rerank, gather)
+        scan_exact(q, vectors[sealed:], sealed, live[sealed:], data.metric, heaps)
+    return _finish(q, k, heaps, data)
 
 
-def search_subset(
-    q: np.ndarray,
-    k: int,
-    rows: np.ndarray,
-    *,
-    codec: Codec,
-    codes: np.ndarray,
-    vectors: np.ndarray,
-    metric: str,
-    rerank: int,
-    gather: Callable[[np.ndarray], np.ndarray] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+def search_subset(q: np.ndarray, k: int, rows: np.ndarray, data: ScanData) -> tuple[np.ndarray, np.ndarray]:
     """``search_rows`` restricted to the live rows ``rows`` (int64), scanned without an index.
 
     ``rows`` lists its sealed rows (in any order; ascending reads memory in order) before its
@@ -124,10 +127,11 @@ def search_subset(
     growing ones are scanned exactly; the result is the same as a flat search whose live
     mask holds only ``rows``, at a cost proportional to ``len(rows)``.
     """
+    codec, codes, vectors = data.codec, data.codes, data.vectors
     sealed = codes.shape[0]
     growing = np.flatnonzero(rows >= sealed)
     split = int(growing[0]) if growing.size else rows.size
-    width = max(k, rerank)
+    width = max(k, data.rerank)
     m = q.shape[0]
     heaps = new_heaps(m, width)
     if split and m <= PROBE_QUERIES and not codec.refine_pool(k):  # score the codes where they lie
@@ -137,32 +141,26 @@ def search_subset(
         scan_codes(codec.scorer(q), codes[rows[:split]], 0, np.ones(split, np.uint8), heaps)
     if split < rows.size:
         grown = rows[split:]
-        scan_exact(q, vectors[grown], split, np.ones(grown.size, np.uint8), metric, heaps)
+        scan_exact(q, vectors[grown], split, np.ones(grown.size, np.uint8), data.metric, heaps)
     found = heaps[1] >= 0
     heaps[1][found] = rows[heaps[1][found]]
-    return _finish(q, k, heaps, vectors, metric, rerank, gather)
+    return _finish(q, k, heaps, data)
 
 
 def _finish(
-    q: np.ndarray,
-    k: int,
-    heaps: tuple[np.ndarray, np.ndarray],
-    vectors: np.ndarray,
-    metric: str,
-    rerank: int,
-    gather: Callable[[np.ndarray], np.ndarray] | None,
+    q: np.ndarray, k: int, heaps: tuple[np.ndarray, np.ndarray], data: ScanData
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Re-rank the heaps' candidates with exact float32 scores (if ``rerank``), keep the best k, best first."""
-    if rerank:
-        candidates = heaps[1]
-        if gather is None:
-            exact = rescore(vectors, q, candidates, METRIC_CODES[metric])
+    """Re-rank the heaps' candidates with exact float32 scores (if ``data.rerank``), keep the best k, best first."""
+    if data.rerank:
+        candidates, metric = heaps[1], METRIC_CODES[data.metric]
+        if data.gather is None:
+            exact = rescore(data.vectors, q, candidates, metric)
         else:
             valid = candidates >= 0
             unique, local = np.unique(candidates[valid], return_inverse=True)
             local_rows = np.full(candidates.shape, -1, dtype=np.int64)
             local_rows[valid] = local
-            exact = rescore(gather(unique), q, local_rows, METRIC_CODES[metric])
+            exact = rescore(data.gather(unique), q, local_rows, metric)
         heaps = new_heaps(q.shape[0], k)
         merge_candidates(exact, candidates, *heaps)
     sort_heaps(*heaps)

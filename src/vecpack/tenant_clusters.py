@@ -25,7 +25,7 @@ import numpy as np
 from vecpack.errors import CorruptData
 from vecpack.kernels.kmeans import assign, kmeans
 from vecpack.kernels.rowset import ascending
-from vecpack.search import search_subset
+from vecpack.search import ScanData, search_subset
 
 #: k-means training rows (as an IVF index's coarse quantizer)
 TRAIN_ROWS = 65536
@@ -131,16 +131,16 @@ class Postings:
         return np.concatenate([self.rows[self.offsets[c] : self.offsets[c + 1]] for c in chosen]).astype(np.int64)
 
     def search(
-        self, q: np.ndarray, k: int, tail: np.ndarray, live: np.ndarray, arrays: dict[str, Any]
+        self, q: np.ndarray, k: int, tail: np.ndarray, live: np.ndarray, data: ScanData
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, rows) (m, k) of queries q (m, d) over the tenant's rows in its nearest clusters plus ``tail``
-        (its rows the clustering does not cover yet, ascending); ``arrays`` as for ``search.search_subset``."""
-        width = max(k, arrays["rerank"])
+        """(scores, rows) (m, k) of queries q (m, d) over the tenant's rows of ``data`` in its nearest clusters
+        plus ``tail`` (its rows the clustering does not cover yet, ascending)."""
+        width = max(k, data.rerank)
         scores = np.empty((q.shape[0], k), np.float32)
         rows = np.empty((q.shape[0], k), np.int64)
         for i in range(q.shape[0]):
             # live rows only, in row order (a 10k-row microbenchmark read them ~20% faster than in cluster order;
             # end to end at 1M the gain was within noise)
             picked = np.concatenate([ascending(self.candidates(q[i], width), self.clusters.rows, live), tail])
-            scores[i], rows[i] = search_subset(q[i : i + 1], k, picked, **arrays)
+            scores[i], rows[i] = search_subset(q[i : i + 1], k, picked, data)
         return scores, rows

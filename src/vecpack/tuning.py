@@ -34,7 +34,7 @@ from vecpack.codecs import Codec, make_codec
 from vecpack.codecs.space import REDUCTION, candidate_specs, family_of
 from vecpack.errors import InvalidInput
 from vecpack.metrics import exact_knn
-from vecpack.search import search_rows
+from vecpack.search import ScanData, search_rows
 
 K = 10
 BASE_ROWS = 20_000
@@ -167,8 +167,8 @@ def fidelity(codec: Codec, x: np.ndarray, metric: str, *, seed: int = 0) -> floa
     held = min(HELD_OUT_QUERIES, x.shape[0] // 5)
     queries, base = x[order[:held]], np.ascontiguousarray(x[np.sort(order[held:])])
     truth = exact_knn(base, queries, K, metric)[0]
-    rows = search_rows(queries, K, codec=codec, codes=codec.encode(base), vectors=base,
-                       live=np.ones(base.shape[0], np.uint8), metric=metric, rerank=0)[1]
+    rows = search_rows(queries, K, ScanData(codec, codec.encode(base), base, metric, rerank=0),
+                       np.ones(base.shape[0], np.uint8))[1]
     hits = [len(set(r[r >= 0]) & set(g[g >= 0])) for r, g in zip(rows, truth, strict=True)]
     return float(np.sum(hits) / max(np.sum(truth >= 0), 1))
 
@@ -181,8 +181,7 @@ def _measure(spec, dim, codec_metric, metric, train, base, queries, truth, live)
     fit_s = time.perf_counter() - t
     rerank = 0 if codec.exact else codec.default_rerank(K)
     t = time.perf_counter()
-    rows = search_rows(queries, K, codec=codec, codes=codes, vectors=base, live=live, metric=metric,
-                       rerank=rerank)[1]
+    rows = search_rows(queries, K, ScanData(codec, codes, base, metric, rerank), live)[1]
     search_s = max(time.perf_counter() - t, 1e-9)
     hits = [len(set(r[r >= 0]) & set(g[g >= 0])) for r, g in zip(rows, truth, strict=True)]
     return {"spec": spec, "bytes_per_vector": codec.code_size, "rerank": rerank,

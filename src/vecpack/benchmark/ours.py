@@ -18,7 +18,7 @@ import numpy as np
 import vecpack
 from vecpack.codecs import Codec, make_codec
 from vecpack.collection import TRAIN_ROWS
-from vecpack.search import prepare, search_rows
+from vecpack.search import ScanData, prepare, search_rows
 
 ADD_CHUNK = 50_000
 
@@ -79,10 +79,7 @@ def scan_search(
     Scores are similarities (negative squared distance for l2).
     """
     rerank = 0 if codec.exact else rerank
-    return search_rows(
-        prepare(q, metric), k, codec=codec, codes=codes, vectors=vectors, live=live, metric=metric, rerank=rerank,
-        layout=layout,
-    )
+    return search_rows(prepare(q, metric), k, ScanData(codec, codes, vectors, metric, rerank), live, layout=layout)
 
 
 class CollectionUnderTest:
