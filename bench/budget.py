@@ -49,10 +49,10 @@ from vecpack.benchmark.runner import file_stem
 from vecpack.benchmark.timing import best_time, cpu_busy, limit_threads, machine_info, timed
 from vecpack.codecs import make_codec
 from vecpack.codecs.space import FAMILIES, REDUCE_TO, candidate_specs, family_of
-from vecpack.collection import TRAIN_ROWS
 from vecpack.datasets import load_dataset
 from vecpack.metrics import exact_knn, recall_at_k
 from vecpack.search import prepare
+from vecpack.storage.segments import TRAIN_ROWS
 
 K = 10
 RERANK = 4 * K

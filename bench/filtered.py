@@ -47,12 +47,12 @@ from typing import Any
 import numpy as np
 
 import vecpack
-from vecpack import planner
 from vecpack.benchmark.peers import import_faiss
 from vecpack.benchmark.timing import limit_threads, machine_info, timed
 from vecpack.datasets import load_dataset
 from vecpack.kernels.kmeans import assign, kmeans
 from vecpack.metrics import exact_knn
+from vecpack.query import planner
 from vecpack.search import ScanData, prepare, search_rows
 
 K = 10
@@ -211,8 +211,9 @@ def _measure(col, hnsw, hl, faiss, where, allowed, xp, qp, peer_queries) -> dict
             found, qps = timed_queries(ours, qp[:FORCED_QUERIES])
         methods.append({"method": f"vecpack {name}", "recall": recall(found, truth[:FORCED_QUERIES]), "qps": qps})
     # post-filter: the same graph and codes, searched unfiltered for K*F candidates, filtered by a free bitmap
-    snap = col._codec, col._codes.view(col._sealed), col._vectors.view(col._n_rows, np.float32), col._index
-    codec, codes, vectors, index = snap
+    seg = col._store.segments  # the collection's own codes and index, searched without its planner
+    codec, index = seg.codec, seg.index
+    codes, vectors = seg.codes.view(seg.sealed), seg.vectors.view(seg.n_rows, np.float32)
     live = np.ones(vectors.shape[0], dtype=np.uint8)
     for f in POSTFILTER_FACTORS:
         def post(qi, f=f):

@@ -72,11 +72,11 @@ from typing import Any
 import numpy as np
 
 import vecpack
-from vecpack import filters
 from vecpack.benchmark.serving import ServerProcess, free_port
 from vecpack.benchmark.timing import machine_info
-from vecpack.collection import TRAIN_ROWS
 from vecpack.errors import Conflict, NotFound
+from vecpack.query import filters
+from vecpack.storage.segments import TRAIN_ROWS
 
 COLLECTION = "stress"
 ID_STRIDE = 10_000_000  # writer w owns ids (w + 1) * ID_STRIDE + j; ids below ID_STRIDE are the anchors

@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 
 import vecpack
-from vecpack import planner
 from vecpack.benchmark.timing import limit_threads, machine_info
 from vecpack.datasets import load_dataset
 from vecpack.metrics import exact_knn
+from vecpack.query import planner
 from vecpack.search import prepare
 
 K = 10

@@ -30,3 +30,15 @@ def flip_byte(path, offset: int) -> None:
         b = f.read(1)
         f.seek(offset)
         f.write(bytes([b[0] ^ 0xFF]))
+
+
+def manifest(col):
+    """The collection's manifest as committed on disk, read through a connection of its own (another process's view)."""
+    from vecpack.storage.catalog import Catalog
+    from vecpack.storage.manifest import Manifest
+
+    catalog = Catalog(col.path / "catalog.sqlite")
+    try:
+        return Manifest.read(catalog)
+    finally:
+        catalog.close()

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 import vecpack
+from vecpack.query import execute
 from vecpack.storage.rowfile import RowFile
+from vecpack.tenants import Tenants
 
 DIM = 16
 WAIT_S = 30.0  # far above any legitimate wait: a join that times out means a deadlock
@@ -172,7 +174,7 @@ def test_search_racing_another_handles_compaction_names_the_scored_records(two_h
     """Another process compacts (renumbers rows) between a search's snapshot and its id lookup: every hit must
     still be the record that was scored (before the fix, the hits named whatever record the new row numbers held)."""
     reader, writer, x = two_handles
-    search = vecpack.Collection._search_snapshot
+    search = execute.search_snapshot
     fired = []
 
     def racing(*args, **kwargs):
@@ -182,7 +184,7 @@ def test_search_racing_another_handles_compaction_names_the_scored_records(two_h
             _compact_away(writer, list(range(0, 2000, 3)))
         return out
 
-    monkeypatch.setattr(vecpack.Collection, "_search_snapshot", staticmethod(racing))
+    monkeypatch.setattr(execute, "search_snapshot", racing)
     q = x[[1, 2, 4, 5]]
     found = reader.search(q, k=10)
     assert fired
@@ -199,17 +201,17 @@ def test_get_racing_another_handles_writes_returns_each_ids_vector(two_handles, 
     """Another process appends and compacts between a get's refresh and its catalog reads: the records must be the
     ids' own (before the fix: IndexError past the reader's vector view, or another row's vector)."""
     reader, writer, x = two_handles
-    records = vecpack.Collection._records
+    records = Tenants.records
     new = _unit_rows(50, 9)
     steps = [lambda: writer.add(ids=[f"n{i}" for i in range(50)], vectors=new),
              lambda: _compact_away(writer, list(range(0, 2000, 2)))]
 
-    def racing(self, ids, code):
-        if steps and self is reader:
+    def racing(self, ids, tenant_no):
+        if steps and self is reader.tenants:
             steps.pop(0)()
-        return records(self, ids, code)
+        return records(self, ids, tenant_no)
 
-    monkeypatch.setattr(vecpack.Collection, "_records", racing)
+    monkeypatch.setattr(Tenants, "records", racing)
     try:
         got = reader.get(["n3", "7"])
         assert [r.id for r in got] == ["n3", "7"] and np.array_equal(got[0].vector, new[3])

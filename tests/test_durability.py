@@ -19,7 +19,9 @@ import pytest
 import vecpack
 from helpers import flip_byte
 from vecpack import CorruptData
+from vecpack.storage.catalog import Catalog
 from vecpack.storage.rowfile import HEADER_SIZE, RowFile
+from vecpack.storage.segments import Segments
 
 
 @pytest.fixture
@@ -160,7 +162,7 @@ def test_failed_write_leaves_no_trace(db, data, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(col._catalog, "add_range", boom)
+    monkeypatch.setattr(Catalog, "add_range", boom)
     with pytest.raises(OSError, match="disk full"):
         col.add(ids=list(range(10, 20)), vectors=data[10:20])
     monkeypatch.undo()
@@ -178,7 +180,7 @@ def test_a_write_the_disk_refuses_is_a_storage_error_and_writes_nothing(db, data
     def full(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(col._catalog, "insert_records", full)
+    monkeypatch.setattr(Catalog, "insert_records", full)
     with pytest.raises(vecpack.StorageError, match=r"full|No space"):
         col.add(ids=list(range(10, 20)), vectors=data[10:20])
     monkeypatch.undo()
@@ -192,19 +194,21 @@ def test_a_seal_failing_after_the_commit_is_not_the_writes_failure(db, data, mon
     not wedge the collection, and shows in stats() until a seal succeeds."""
     col = db.create_collection("docs", dim=data.shape[1], metric="l2", codec="int8", seal_rows=100)
     col.add(ids=list(range(50)), vectors=data[:50])
-    seal = vecpack.Collection._seal
+    seal = Segments.seal
 
-    def full(self):
+    def full(self, db, pending):
         raise sqlite3.OperationalError("database or disk is full")
 
-    monkeypatch.setattr(vecpack.Collection, "_seal", full)
+    monkeypatch.setattr(Segments, "seal", full)
     col.add(ids=list(range(50, 150)), vectors=data[50:150])  # crosses seal_rows: the seal fails, the add does not
     stats = col.stats()
     assert len(col) == 150 and stats["growing_rows"] == 150
-    assert "seal failed: OperationalError: database or disk is full" in stats["maintenance_error"]
+    # the seal's transaction rolled back and reported a StorageError, which the write does not raise
+    assert "seal failed: StorageError" in stats["maintenance_error"]
+    assert "database or disk is full" in stats["maintenance_error"]
     assert stats["maintenance_failures"] == 1
     assert col.search(data[120], k=1)[0].id == "120"  # unsealed rows are searched exactly
-    monkeypatch.setattr(vecpack.Collection, "_seal", seal)
+    monkeypatch.setattr(Segments, "seal", seal)
     col.add(ids=list(range(150, 250)), vectors=data[150:250])
     stats = col.stats()
     assert stats["sealed_rows"] == 250 and stats["maintenance_error"] is None and stats["maintenance_failures"] == 1
@@ -255,8 +259,9 @@ def test_codes_and_index_resident_or_mapped(tmp_path, rng, memory_map):
         want = col.search(data[:5], k=5)
     with vecpack.connect(tmp_path, memory_map=memory_map) as db, vecpack.connect(tmp_path) as other:
         col = db.get_collection("g")
-        assert isinstance(col._index.list_codes, np.memmap) == memory_map
-        codes = col._codes.view(1500)
+        segments = col._store.segments  # how the arrays are held has no public view
+        assert isinstance(segments.index.list_codes, np.memmap) == memory_map
+        codes = segments.codes.view(1500)
         while isinstance(codes, np.ndarray) and codes.base is not None:
             codes = codes.base
         assert isinstance(codes.obj if isinstance(codes, memoryview) else codes, mmap.mmap) == memory_map

@@ -9,9 +9,10 @@ import pytest
 
 import vecpack
 from helpers import brute_force
-from vecpack import InvalidInput, NotFound, planner
-from vecpack.filters import matches, parse
+from vecpack import InvalidInput, NotFound
 from vecpack.index.graph import GraphIndex
+from vecpack.query import planner
+from vecpack.query.filters import matches, parse
 
 DIM = 24
 N = 3000

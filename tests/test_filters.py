@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vecpack import InvalidInput
-from vecpack.filters import Column, Cond, evaluate, matches, parse, paths
+from vecpack.query.columns import Column, evaluate
+from vecpack.query.filters import Cond, matches, parse, paths
 
 DOCS = [
     {"year": 2020, "lang": "en", "tags": ["a", "b"], "score": 0.5, "ok": True, "author": {"name": "Ada"}},

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 
 import vecpack
-from helpers import brute_force, flip_byte, recall
-from vecpack import CorruptData, InvalidInput, collection
+from helpers import brute_force, flip_byte, manifest, recall
+from vecpack import CorruptData, InvalidInput
+from vecpack.codecs import load_codec
 from vecpack.index.graph import GraphIndex
 from vecpack.index.ivf import IVFIndex
 from vecpack.search import prepare
+from vecpack.storage.rowfile import HEADER_SIZE
+from vecpack.storage.segments import MIN_INDEX_ROWS
 
 DIM = 32
 N = 3000
@@ -82,7 +86,7 @@ def check_sorted(hits, metric: str) -> None:
 
 
 def meta(col) -> dict:
-    return col._catalog.all_meta()
+    return asdict(manifest(col))
 
 
 # -- recall per index x codec x metric ---------------------------------------------------------------
@@ -145,13 +149,13 @@ def test_insert_orders_build_good_graphs(db, x, queries, order):
 
 def test_small_collections_stay_flat_until_min_index_rows(db, x, queries):
     col = db.create_collection("c", dim=DIM, codec="float32", index="graph")
-    col.add(list(range(collection.MIN_INDEX_ROWS - 1)), x[: collection.MIN_INDEX_ROWS - 1])
+    col.add(list(range(MIN_INDEX_ROWS - 1)), x[: MIN_INDEX_ROWS - 1])
     col.optimize()
-    assert col.stats()["indexed_rows"] == 0 and col.stats()["sealed_rows"] == collection.MIN_INDEX_ROWS - 1
+    assert col.stats()["indexed_rows"] == 0 and col.stats()["sealed_rows"] == MIN_INDEX_ROWS - 1
     assert col.search(x[5], 1, ef=50)[0].id == "5"  # ef is accepted before the index exists
-    col.add([collection.MIN_INDEX_ROWS - 1], x[collection.MIN_INDEX_ROWS - 1 : collection.MIN_INDEX_ROWS])
+    col.add([MIN_INDEX_ROWS - 1], x[MIN_INDEX_ROWS - 1 : MIN_INDEX_ROWS])
     col.optimize()
-    assert col.stats()["indexed_rows"] == collection.MIN_INDEX_ROWS
+    assert col.stats()["indexed_rows"] == MIN_INDEX_ROWS
 
 
 # -- mixed state: indexed + sealed-but-not-indexed + growing rows -------------------------------------
@@ -608,7 +612,10 @@ def test_two_level_codec_on_a_graph_rescores_its_beam_without_widening_it(db, x,
     monkeypatch.setattr(GraphIndex, "search", spy)
     hits = col.search(queries[:3], K, ef=16)
     assert calls == [(16, 16)]
-    codec, codes = col._codec, col._codes.view(N)
+    m = manifest(col)  # the codec and codes as stored
+    codec = load_codec((col.path / m.codec_file).read_bytes())
+    codes = np.fromfile(col.path / m.codes_file, np.uint8, offset=HEADER_SIZE)[: N * codec.code_size]
+    codes = codes.reshape(N, codec.code_size)
     rows = np.array([[int(h.id) for h in r] for r in hits])
     both_levels = codec.rescore(prepare(queries[:3], "cosine"), codes[rows])
     np.testing.assert_allclose([[h.score for h in r] for r in hits], both_levels, rtol=1e-5)

@@ -11,11 +11,13 @@ import sys
 import textwrap
 import threading
 import time
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 
 import vecpack
+from helpers import manifest
 
 DIM = 16
 N_FIRST, N_MORE, N_DELETED = 3000, 600, 500
@@ -116,7 +118,7 @@ def check_recovered(folder, x: np.ndarray, dead: np.ndarray) -> dict:
 
 
 def assert_no_strays(col) -> None:
-    meta = col._catalog.all_meta()
+    meta = asdict(manifest(col))
     expected = {"catalog.sqlite", "catalog.sqlite-wal", "catalog.sqlite-shm", "optimize.lock", "codec.npz",
                 meta["vectors_file"], meta["codes_file"], meta["index_state"]["dir"]}
     names = {p.name for p in col.path.iterdir()}

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vecpack.planner import (
+from vecpack.query.planner import (
     EF_EXPONENT,
     EXACT_FRACTION,
     EXACT_ROWS,

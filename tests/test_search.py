@@ -81,7 +81,7 @@ def test_duplicate_vectors_both_found(db, data):
 
 def test_pread_rerank_matches_mmap_rerank(db, data, monkeypatch):
     """Large collections re-rank through pread; the results must be identical to the mmap path."""
-    from vecpack import collection
+    from vecpack.storage import segments
 
     col = db.create_collection("c", dim=data.shape[1], metric="l2", codec="binary")
     col.add(ids=list(range(len(data))), vectors=data)
@@ -89,7 +89,7 @@ def test_pread_rerank_matches_mmap_rerank(db, data, monkeypatch):
     col.optimize()
     q = data[20:40]
     via_mmap = col.search(q, k=10)
-    monkeypatch.setattr(collection, "PREAD_RERANK_BYTES", 0)
+    monkeypatch.setattr(segments, "PREAD_RERANK_BYTES", 0)
     via_pread = col.search(q, k=10)
     assert [[(h.id, h.score) for h in r] for r in via_pread] == [[(h.id, h.score) for h in r] for r in via_mmap]
 
@@ -97,7 +97,7 @@ def test_pread_rerank_matches_mmap_rerank(db, data, monkeypatch):
 def test_scan_layout_of_a_flat_collection(tmp_path, data, rng, monkeypatch):
     """A flat fast-scan collection scans its blocked layout: same answers as the stored rows, through
     later seals, deletes, compaction and reopening; filtered searches read the rows; stats count both."""
-    from vecpack.collection import Collection
+    from vecpack.storage.segments import Segments
 
     db = vecpack.connect(tmp_path / "db")
     col = db.create_collection("c", dim=data.shape[1], metric="l2", codec="pq10x4fs", seal_rows=128)
@@ -108,11 +108,12 @@ def test_scan_layout_of_a_flat_collection(tmp_path, data, rng, monkeypatch):
 
     def without_layout(**kw):
         with monkeypatch.context() as m:
-            m.setattr(Collection, "_scan_layout", lambda self, sealed, build=True: None)
+            m.setattr(Segments, "scan_layout", lambda self, build=True: None)
             return answers(**kw)
 
     col.add(ids=list(range(300)), vectors=data[:300], metadata=[{"odd": i % 2} for i in range(300)])
-    assert len(col.search(q[0], k=3, where={"odd": 1})) == 3 and col._layout is None  # only a full scan builds it
+    assert len(col.search(q[0], k=3, where={"odd": 1})) == 3
+    assert col.stats()["scan_layout_rows"] == 0  # only a full scan builds it
     for step in ("first", "more rows", "deleted", "compacted", "reopened"):
         if step == "more rows":
             col.add(ids=list(range(300, 600)), vectors=data[300:], metadata=[{"odd": i % 2} for i in range(300, 600)])
@@ -125,18 +126,16 @@ def test_scan_layout_of_a_flat_collection(tmp_path, data, rng, monkeypatch):
             db = vecpack.connect(tmp_path / "db")
             col = db.get_collection("c")
         got = answers()
-        assert col._layout is not None and col._layout[2] == col.stats()["sealed_rows"], step
         stats = col.stats()
-        if step == "reopened":  # unfiltered searches never copy the stored rows into memory
-            assert col._codes.resident_rows == 0
-            assert stats["memory_bytes"] >= col._layout[1].nbytes >= stats["sealed_rows"] * 5
+        assert stats["scan_layout_rows"] == stats["sealed_rows"] > 0, step
         assert got == without_layout(), step
+    # unfiltered searches never copied the stored rows (5 B each) into memory; the first filtered one does
     assert answers(where={"odd": 1}) == without_layout(where={"odd": 1})
     assert col.stats()["memory_bytes"] == stats["memory_bytes"] + stats["sealed_rows"] * 5
     col.optimize()  # builds no index here (flat), so the layout stays
-    assert col._layout is not None
+    assert col.stats()["scan_layout_rows"] == col.stats()["sealed_rows"]
     ivf = db.create_collection("i", dim=data.shape[1], metric="l2", codec="pq10x4fs", index="ivf")
     ivf.add(ids=list(range(1200)), vectors=np.concatenate([data, data + 0.1]))  # MIN_INDEX_ROWS (1024) or more
     ivf.optimize()
-    assert len(ivf.search(q[0], k=10)) == 10 and ivf._layout is None  # an index reads the stored rows
+    assert len(ivf.search(q[0], k=10)) == 10 and ivf.stats()["scan_layout_rows"] == 0  # an index reads the rows
     db.close()

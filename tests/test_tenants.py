@@ -11,9 +11,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import vecpack
-from vecpack import Conflict, CorruptData, InvalidInput, NotFound, collection, planner
-from vecpack.filters import matches, parse
+from vecpack import Conflict, CorruptData, InvalidInput, NotFound
 from vecpack.metrics import exact_knn
+from vecpack.query import planner
+from vecpack.query.filters import matches, parse
+from vecpack.storage import segments
 from vecpack.tenant_clusters import CANDIDATES_PER_RESULT, TenantClusters
 
 DIM = 8
@@ -42,7 +44,7 @@ def test_tenants_never_see_each_other(ops, index):
     clusters (``tenant_clusters``) however small."""
     with ExitStack() as patches:
         if index == "clusters":
-            patches.enter_context(patch.object(collection, "MIN_INDEX_ROWS", 4))
+            patches.enter_context(patch.object(segments, "MIN_INDEX_ROWS", 4))
             patches.enter_context(patch.object(planner, "EXACT_ROWS", 0))
         interleave(ops, "graph" if index == "clusters" else index)
 
@@ -198,11 +200,12 @@ def test_large_tenants_search_their_own_postings_in_shared_clusters(tmp_path, mo
         assert col.stats()["tenant_bytes"] > 0
     with vecpack.connect(tmp_path / "db") as db:  # reopened: the clusters come back from the index folder
         col = db.get_collection("mt")
-        assert col._clusters is not None and col._clusters.rows == col.stats()["indexed_rows"]
+        clusters = col._store.segments.clusters  # the shared clustering has no public view
+        assert clusters is not None and clusters.rows == col.stats()["indexed_rows"]
         check_tenants(col)
         col.delete([str(r) for r in np.flatnonzero(owner == 0)[3::2]], tenant="t0")
         col.optimize(compact=True)
-        assert col._clusters.rows == col.stats()["indexed_rows"] == len(col)
+        assert col._store.segments.clusters.rows == col.stats()["indexed_rows"] == len(col)
         owner_alive = col.count(tenant="t0")
         assert owner_alive == col.explain(10, tenant="t0")["matches"]
         before = col.stats()["tenant_bytes"]

@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 
 import vecpack
+from helpers import manifest
 from vecpack import tuning
 from vecpack.codecs import make_codec
 from vecpack.codecs.space import REDUCTION, family_of
 from vecpack.errors import InvalidInput
 from vecpack.search import prepare
+from vecpack.storage.segments import Segments
 
 
 def clustered(rng, n, d=32, clusters=20):
@@ -134,7 +136,7 @@ def test_retune_reencodes_when_the_choice_changes(tmp_path, rng):
     assert col.search(x[5], k=1)[0].id == "5"
     col.verify()
     names = {p.name for p in (tmp_path / "docs").iterdir()}
-    assert not any(n.startswith("codes") and n != f"codes-{col._catalog.get_meta('generation')}.bin" for n in names)
+    assert not any(n.startswith("codes") and n != f"codes-{manifest(col).generation}.bin" for n in names)
 
 
 def test_retune_needs_rows(tmp_path, rng):
@@ -162,7 +164,7 @@ def test_a_failed_recode_leaves_the_old_codec_serving(tmp_path, rng, monkeypatch
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("vecpack.collection.write_atomic", boom)
+    monkeypatch.setattr("vecpack.storage.segments.write_atomic", boom)
     with pytest.raises(OSError, match="disk full"):
         col.retune(bytes_per_vector=4)
     monkeypatch.undo()
@@ -216,7 +218,7 @@ def test_optimize_keeps_a_codec_that_still_fits(tmp_path, rng, monkeypatch):
         col.add(ids=list(range(3000)), vectors=clustered(rng, 3000))
         col.optimize()
         recoded = []
-        monkeypatch.setattr(vecpack.Collection, "_recode", lambda self, *a, **k: recoded.append(a))
+        monkeypatch.setattr(Segments, "recode", lambda self, *a, **k: recoded.append(a))
         col.add(ids=list(range(3000, 4000)), vectors=clustered(np.random.default_rng(5), 1000))
         col.optimize()
         assert not recoded

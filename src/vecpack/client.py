@@ -25,7 +25,7 @@ import httpx
 import numpy as np
 
 from vecpack import validate
-from vecpack.collection import DEFAULT_SEAL_ROWS, Hit, Record
+from vecpack.collection import DEFAULT_SEAL_ROWS
 from vecpack.errors import (
     ClosedError,
     Conflict,
@@ -41,6 +41,7 @@ from vecpack.errors import (
     UnknownSpec,
     VecpackError,
 )
+from vecpack.query.execute import Hit, Record
 
 #: vector batches with at least this many float32 values are sent as a binary body
 BINARY_MIN_FLOATS = 4096

@@ -13,12 +13,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from vecpack import validate
 from vecpack.codecs import make_codec
-from vecpack.collection import AUTO, DEFAULT_SEAL_ROWS, Collection
+from vecpack.collection import DEFAULT_SEAL_ROWS, Collection
 from vecpack.errors import ClosedError, Conflict, InvalidInput, NotFound
 from vecpack.index import check_index
 from vecpack.storage.files import fsync_dir
+from vecpack.storage.manifest import Manifest
+from vecpack.storage.segments import AUTO
 from vecpack.tuning import check_settings
 
 #: the lock a create or drop holds (shared) while it has a ``.tmp-*`` folder, and connect() (exclusive) to clean up
@@ -129,47 +133,30 @@ class Database:
             of ids and records (``vecpack.tenants``).
         exist_ok : return the existing collection instead of raising Conflict.
         """
-        name = validate.collection_name(name)
-        dim = validate.dimension(dim)
-        metric = validate.metric(metric)
-        codec_metric = "l2" if metric == "l2" else "ip"
-        tuning = None
-        if codec == AUTO:
-            tuning = check_settings({"memory_budget": memory_budget, "bytes_per_vector": bytes_per_vector,
-                                     "target_recall": target_recall})
-            spec = AUTO
-        else:
-            if memory_budget is not None or bytes_per_vector is not None:
-                raise InvalidInput("memory_budget / bytes_per_vector apply to codec='auto' only")
-            spec = make_codec(codec, dim, codec_metric).spec  # raises UnknownSpec early
-        if sample_queries is not None:
-            sample_queries = validate.vectors(sample_queries, dim, metric=metric)
-        seal_rows = validate.positive_int(seal_rows, "seal_rows", high=1 << 30)
-        if not isinstance(multi_tenant, bool):
-            raise InvalidInput(f"multi_tenant must be True or False, got {multi_tenant!r}")
-        index, index_params = check_index(index, index_params, codec_metric)
+        settings, sample_queries = _settings(
+            name, dim, metric, codec, seal_rows, index, index_params, multi_tenant, sample_queries,
+            {"memory_budget": memory_budget, "bytes_per_vector": bytes_per_vector, "target_recall": target_recall})
         with self._lock:
             self._check_open()
-            final = self.path / name
+            final = self.path / settings.name
             if final.exists():
                 if exist_ok and (final / CATALOG).is_file():
-                    return self._get(name)
-                raise Conflict(_taken(name, final))
+                    return self._get(settings.name)
+                raise Conflict(_taken(settings.name, final))
             with self._staging():
                 staging = self.path / f".tmp-{uuid.uuid4().hex}"
                 staging.mkdir()
                 try:
-                    Collection.create(staging, name, dim, metric, spec, seal_rows, index, index_params, tuning,
-                                      sample_queries, multi_tenant).close()
+                    Collection.create(staging, settings, sample_queries).close()
                     fsync_dir(staging)
                     try:
                         os.rename(staging, final)  # atomic; fails if another process created it first
                     except OSError as exc:
-                        raise Conflict(_taken(name, final)) from exc
+                        raise Conflict(_taken(settings.name, final)) from exc
                     fsync_dir(self.path)
                 finally:
                     shutil.rmtree(staging, ignore_errors=True)
-            return self._get(name)
+            return self._get(settings.name)
 
     def get_collection(self, name: str) -> Collection:
         """The collection ``name``; raises NotFound if it does not exist."""
@@ -180,7 +167,7 @@ class Database:
 
     def _get(self, name: str) -> Collection:
         col = self._open.get(name)
-        if col is None or col._closed:
+        if col is None or col.closed:
             if not (self.path / name / CATALOG).is_file():
                 raise NotFound(f"collection {name!r} does not exist")
             col = self._open[name] = Collection(self.path / name, memory_map=self.memory_map)
@@ -241,3 +228,27 @@ def _taken(name: str, folder: Path) -> str:
     if (folder / CATALOG).is_file():
         return f"collection {name!r} already exists"
     return f"{folder.name!r} is a folder that holds no collection: drop_collection({name!r}) removes it"
+
+
+def _settings(
+    name: Any, dim: Any, metric: Any, codec: Any, seal_rows: Any, index: Any, index_params: Any, multi_tenant: Any,
+    sample_queries: Any, tuning: dict[str, Any],
+) -> tuple[Manifest, np.ndarray | None]:
+    """The checked settings and sample queries of a new collection (``Database.create_collection``'s arguments);
+    ``tuning``: the memory_budget, bytes_per_vector and target_recall of codec "auto"."""
+    name, dim, metric = validate.collection_name(name), validate.dimension(dim), validate.metric(metric)
+    codec_metric = "l2" if metric == "l2" else "ip"
+    if codec == AUTO:
+        settings = check_settings(tuning)
+    elif tuning["memory_budget"] is not None or tuning["bytes_per_vector"] is not None:
+        raise InvalidInput("memory_budget / bytes_per_vector apply to codec='auto' only")
+    else:
+        settings, codec = None, make_codec(codec, dim, codec_metric).spec  # raises UnknownSpec early
+    if sample_queries is not None:
+        sample_queries = validate.vectors(sample_queries, dim, metric=metric)
+    seal_rows = validate.positive_int(seal_rows, "seal_rows", high=1 << 30)
+    if not isinstance(multi_tenant, bool):
+        raise InvalidInput(f"multi_tenant must be True or False, got {multi_tenant!r}")
+    index, index_params = check_index(index, index_params, codec_metric)
+    return Manifest(name, dim, metric, seal_rows, index=index, index_params=index_params, multi_tenant=multi_tenant,
+                    tuning=settings, codec=codec), sample_queries

@@ -12,6 +12,7 @@ import pytest
 
 import vecpack
 from vecpack.client import BINARY_MIN_FLOATS
+from vecpack.storage.segments import Segments
 
 DIM = 16
 N = 600
@@ -221,10 +222,10 @@ def test_a_failed_seal_after_a_write_is_a_metric_not_an_error(server, admin_key,
     """Issue 19, finding 6: the write stands (200), and the failure shows in /metrics and stats."""
     col = client.create_collection("s", dim=2, seal_rows=2)
 
-    def full(self):
+    def full(self, db, pending):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(vecpack.Collection, "_seal", full)
+    monkeypatch.setattr(Segments, "seal", full)
     col.add(ids=[1, 2, 3], vectors=[[1, 0], [0, 1], [1, 1]])
     assert col.count() == 3
     assert "No space left" in col.stats()["maintenance_error"]

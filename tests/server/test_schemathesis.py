@@ -28,7 +28,8 @@ from schemathesis.core import NotSet  # noqa: E402
 from schemathesis.engine import events, from_schema  # noqa: E402
 
 import vecpack  # noqa: E402
-from vecpack import filters, validate  # noqa: E402
+from vecpack import validate  # noqa: E402
+from vecpack.query import filters  # noqa: E402
 from vecpack.server import KeyStore, create_app  # noqa: E402
 from vecpack.server import app as server  # noqa: E402
 

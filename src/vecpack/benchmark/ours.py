@@ -17,8 +17,8 @@ import numpy as np
 
 import vecpack
 from vecpack.codecs import Codec, make_codec
-from vecpack.collection import TRAIN_ROWS
 from vecpack.search import ScanData, prepare, search_rows
+from vecpack.storage.segments import TRAIN_ROWS
 
 ADD_CHUNK = 50_000
 

@@ -651,7 +651,8 @@ def create_app(
 
     app = FastAPI(title="vecpack", version=vecpack.__version__, description=__doc__, lifespan=lifespan)
     app.state.vecpack = state
-    _routes(app)
+    for routes in (_server_routes, _collection_routes, _record_routes, _maintenance_routes, _tenant_routes):
+        routes(app)
     _error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, max_json_bytes=limits.max_json_bytes)
     app.add_middleware(CatchAll, redact=state.redact)
@@ -690,7 +691,8 @@ def _with_body_schemas(app: FastAPI, limits: Limits) -> Callable[[], dict[str, A
     return openapi
 
 
-def _routes(app: FastAPI) -> None:
+def _server_routes(app: FastAPI) -> None:
+    """Health, limits and metrics."""
     @app.get("/health", tags=["server"], responses=_errors(*_ANY))
     def health() -> dict[str, str]:
         """Liveness: no key needed."""
@@ -712,7 +714,10 @@ def _routes(app: FastAPI) -> None:
         return caller.state.metrics.render((n, len(col), col.maintenance_failures)
                                            for n in db.list_collections() for col in [db.get_collection(n)])
 
-    # -- collections
+
+
+def _collection_routes(app: FastAPI) -> None:
+    """Create, list, describe and drop collections."""
     @app.get("/collections", tags=["collections"], responses=_errors(*_KEYED))
     def list_collections(caller: Auth) -> dict[str, list[str]]:
         """The collections the key covers."""
@@ -746,7 +751,10 @@ def _routes(app: FastAPI) -> None:
         """``Collection.stats``: counts over every tenant, so not for tenant-pinned keys."""
         return caller.collection(name, "read", Access.MANAGE).stats()
 
-    # -- records
+
+
+def _record_routes(app: FastAPI) -> None:
+    """Write, read and search records."""
     @app.post("/collections/{name}/add", tags=["records"], openapi_extra=_request_doc(WriteBody, WriteHeader),
               responses=_errors(*_NAMED, 409))
     def add(caller: Auth, name: NamePath, body_x: WriteIn) -> dict[str, int]:
@@ -817,7 +825,10 @@ def _routes(app: FastAPI) -> None:
         caller.check_k(body.k)
         return col.explain(body.k, where=body.where, ef=body.ef, nprobe=body.nprobe, tenant=body.tenant)
 
-    # -- maintenance
+
+
+def _maintenance_routes(app: FastAPI) -> None:
+    """Optimize, retune, verify; field indexes."""
     @app.post("/collections/{name}/optimize", tags=["maintenance"], openapi_extra=_request_doc(OptimizeBody),
               responses=_errors(*_NAMED))
     def optimize(caller: Auth, name: NamePath, body: OptimizeIn) -> dict[str, str]:
@@ -856,7 +867,10 @@ def _routes(app: FastAPI) -> None:
         col.drop_field_index(field)
         return {"fields": col.field_indexes()}
 
-    # -- tenants
+
+
+def _tenant_routes(app: FastAPI) -> None:
+    """Tenants of a multi-tenant collection."""
     @app.get("/collections/{name}/tenants", tags=["tenants"], responses=_errors(*_NAMED))
     def list_tenants(caller: Auth, name: NamePath) -> dict[str, list[TenantOut]]:
         return {"tenants": [TenantOut(**t) for t in caller.collection(name, "read", Access.MANAGE).list_tenants()]}

@@ -3,7 +3,7 @@
 A ``Selection`` holds them either as ascending row numbers (a tenant's rows: cost
 proportional to the tenant) or as a bitmap over every row (a filter on the whole
 collection), converting on demand, because the exact plan wants rows and the
-index plans want a bitmap. ``run_plan`` searches a selection under a
+index plans want a bitmap. ``execute.run_plan`` searches a selection under a
 ``planner.Plan``.
 """
 
@@ -13,12 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from vecpack import filters
 from vecpack.errors import InvalidInput
-from vecpack.index.base import Index
 from vecpack.kernels.rowset import ascending, count_live
-from vecpack.planner import Plan
-from vecpack.search import ScanData, search_rows, search_subset
+from vecpack.query import filters
 from vecpack.tenant_clusters import Postings
 
 
@@ -93,33 +90,3 @@ def filter_groups(where: Any, m: int, single: bool) -> list[tuple[filters.Filter
         positions.setdefault(key, []).append(i)
     return [(parsed[key], np.array(pos)) for key, pos in positions.items()]
 
-
-def run_plan(
-    plan: Plan, q: np.ndarray, k: int, selection: Selection, live: np.ndarray, index: Index | None, data: ScanData,
-    layout: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k (scores, rows) of the selected rows of ``data`` under ``plan``; ``layout`` is the codec's scan layout
-    of the codes, if kept (for the plans that scan every row).
-
-    Queries an index or clusters plan leaves with fewer than min(k, matches) hits are answered
-    again by an exact scan of the selection, so no query comes back short while k rows match.
-    """
-    if plan.kind == "none":
-        return np.full((q.shape[0], k), -np.inf, np.float32), np.full((q.shape[0], k), -1, np.int64)
-    if plan.kind == "exact":
-        return search_subset(q, k, selection.rows(), data)
-    if plan.kind == "clusters":
-        assert selection.postings is not None
-        scores, rows = selection.postings.search(q, k, selection.tail, live, data)
-    else:
-        allow = live if selection.everything else selection.mask().view(np.uint8)
-        scores, rows = search_rows(q, k, data, allow, index=index if plan.kind != "scan" else None, knob=plan.knob,
-                                   filtered=plan.kind == "filtered", fallback=plan.fallback, layout=layout)
-    # an index walk can fall short of k reachable rows (a beam narrower than k among many deleted rows, a
-    # region the graph links poorly): such queries are answered by a scan, which cannot
-    short = np.flatnonzero(np.count_nonzero(rows >= 0, axis=1) < min(k, plan.matches))
-    if short.size and selection.everything:
-        scores[short], rows[short] = search_rows(q[short], k, data, live, layout=layout)
-    elif short.size:
-        scores[short], rows[short] = search_subset(q[short], k, selection.rows(), data)
-    return scores, rows

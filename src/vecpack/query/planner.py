@@ -1,6 +1,6 @@
 """Filtered search plans: which way to search rows that pass a filter, from its selectivity.
 
-The filter is evaluated first (``fields.FieldColumns.mask``), so the plan knows
+The filter is evaluated first (``columns.FieldColumns.mask``), so the plan knows
 exactly how many live rows match; it then picks the cheapest way that keeps recall:
 
 * ``exact`` -- few matches (or fewer than POST_ROWS_PER_EF per unit of the beam a
