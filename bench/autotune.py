@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vecpack.benchmark.timing import machine_info
+from vecpack.bench.datasets import load_dataset
+from vecpack.bench.timing import machine_info
 from vecpack.codecs import make_codec
-from vecpack.datasets import load_dataset
-from vecpack.metrics import exact_knn
-from vecpack.search import ScanData, prepare, search_rows
+from vecpack.search import ScanData, exact_knn, prepare, search_rows
 from vecpack.tuning import tune
 
 K = 10

@@ -20,7 +20,7 @@ efConstruction=200, float32) with ``mark_deleted`` + ``add_items``, growing ``ma
 by ``resize_index`` (x1.2 or to what is needed, as Chroma does; no slot reuse), and the
 ``allow_replace_deleted=True`` / ``replace_deleted=True`` variant. For them: element count
 (``get_current_count``, deleted elements included), ``max_elements``, the ``save_index``
-file size as the memory figure (as in vecpack.benchmark.ann_peers), recall@10 at ef 64 and 16.
+file size as the memory figure (as in vecpack.bench.ann_peers), recall@10 at ef 64 and 16.
 
 Two threads (``limit_threads(2)``); the machine is shared, so seconds are
 recorded, not compared. Writes docs/results/churn_<dataset>.{json,md,png}.
@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 
 import vecpack
-from vecpack.benchmark.timing import limit_threads, machine_info
-from vecpack.datasets import load_dataset
+from vecpack.bench.datasets import load_dataset
+from vecpack.bench.timing import limit_threads, machine_info
 from vecpack.search import prepare
 
 K = 10

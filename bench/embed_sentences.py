@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vecpack.datasets import SENTENCES_SET, cache_root, data_root
+from vecpack.bench.datasets import SENTENCES_SET, cache_root, data_root
 
 SPLIT = r"(?<=[.!?])\s+"
 MIN_WORDS = 3

@@ -47,13 +47,12 @@ from typing import Any
 import numpy as np
 
 import vecpack
-from vecpack.benchmark.peers import import_faiss
-from vecpack.benchmark.timing import limit_threads, machine_info, timed
-from vecpack.datasets import load_dataset
+from vecpack.bench.datasets import load_dataset
+from vecpack.bench.peers import import_faiss
+from vecpack.bench.timing import limit_threads, machine_info, timed
 from vecpack.kernels.kmeans import assign, kmeans
-from vecpack.metrics import exact_knn
 from vecpack.query import planner
-from vecpack.search import ScanData, prepare, search_rows
+from vecpack.search import ScanData, exact_knn, prepare, search_rows
 
 K = 10
 SELECTIVITIES = (0.001, 0.01, 0.1, 0.5)

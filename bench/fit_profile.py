@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vecpack.datasets import PROFILE_PATH, fit_profile, load_dataset, synthetic
+from vecpack.bench.datasets import PROFILE_PATH, fit_profile, load_dataset, synthetic
 
 
 def main() -> None:

@@ -44,9 +44,9 @@ from typing import Any
 import numpy as np
 
 import vecpack.index.graph as graph_module
-from vecpack.benchmark.timing import limit_threads, machine_info
+from vecpack.bench.datasets import load_dataset
+from vecpack.bench.timing import limit_threads, machine_info
 from vecpack.codecs import make_codec
-from vecpack.datasets import load_dataset
 from vecpack.index.graph import DEFAULTS, GraphIndex, insertion_order, local_intrinsic_dim
 from vecpack.search import ScanData, prepare, search_rows
 

@@ -43,13 +43,13 @@ from typing import Any
 
 import numpy as np
 
-from vecpack.benchmark.timing import limit_threads, machine_info
+from vecpack.bench.datasets import Dataset, load_dataset
+from vecpack.bench.metrics import recall_at_k
+from vecpack.bench.timing import limit_threads, machine_info
 from vecpack.codecs import make_codec
-from vecpack.datasets import Dataset, load_dataset
 from vecpack.index import GraphIndex
-from vecpack.kernels.lvq import refine_rows
-from vecpack.metrics import exact_knn, recall_at_k
-from vecpack.search import ScanData, prepare, search_rows
+from vecpack.kernels.probe import refine_rows
+from vecpack.search import ScanData, exact_knn, prepare, search_rows
 
 K = 10
 TARGET = 0.95

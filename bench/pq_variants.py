@@ -28,15 +28,16 @@ from typing import Any
 
 import numpy as np
 
-from vecpack.benchmark.peers import import_faiss
-from vecpack.benchmark.timing import limit_threads, load_average, machine_info
+from vecpack.bench.datasets import load_dataset
+from vecpack.bench.metrics import recall_at_k
+from vecpack.bench.peers import import_faiss
+from vecpack.bench.timing import limit_threads, load_average, machine_info
 from vecpack.codecs import make_codec
 from vecpack.codecs.opq import ITERATIONS as OPQ_ITERATIONS
 from vecpack.codecs.opq import MAX_TRAIN as OPQ_MAX_TRAIN
-from vecpack.datasets import load_dataset
 from vecpack.kernels.pq4 import shuffle_width
 from vecpack.kernels.topk import new_heaps, sort_heaps
-from vecpack.metrics import exact_knn, recall_at_k
+from vecpack.search import exact_knn
 
 K = 10
 SINGLE_QUERIES = 200  # one-query calls per timed run

@@ -30,14 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from vecpack.benchmark.peers import import_faiss
-from vecpack.benchmark.timing import best_time, limit_threads, machine_info
+from vecpack.bench.datasets import load_dataset
+from vecpack.bench.metrics import recall_at_k
+from vecpack.bench.peers import import_faiss
+from vecpack.bench.timing import best_time, limit_threads, machine_info
 from vecpack.codecs import make_codec
 from vecpack.codecs.rabitq import bound_rerank
-from vecpack.datasets import load_dataset
 from vecpack.kernels.topk import new_heaps, sort_heaps
-from vecpack.metrics import exact_knn, recall_at_k
-from vecpack.search import prepare
+from vecpack.search import exact_knn, prepare
 
 K = 10
 BATCH = 1000

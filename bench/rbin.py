@@ -29,13 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from vecpack.benchmark.peers import import_faiss
-from vecpack.benchmark.timing import limit_threads, machine_info
+from vecpack.bench.datasets import load_dataset
+from vecpack.bench.metrics import recall_at_k
+from vecpack.bench.peers import import_faiss
+from vecpack.bench.timing import limit_threads, machine_info
 from vecpack.codecs import make_codec
-from vecpack.datasets import load_dataset
 from vecpack.kernels.topk import new_heaps, sort_heaps
-from vecpack.metrics import exact_knn, recall_at_k
-from vecpack.search import prepare
+from vecpack.search import exact_knn, prepare
 
 K = 10
 RERANK = 40
@@ -230,7 +230,8 @@ def markdown(r: dict[str, Any]) -> str:
     if r["skipped"]:
         lines += ["", f"Skipped: {r['skipped']}"]
     if r["synthetic"]:
-        lines += ["", "Synthetic data from `vecpack.datasets.synthetic` (fitted to MiniLM embeddings of SciFact)."]
+        lines += ["", "Synthetic data from `vecpack.bench.datasets.synthetic` (fitted to MiniLM embeddings of "
+                  "SciFact)."]
     return "\n".join(lines) + "\n"
 
 

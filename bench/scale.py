@@ -4,7 +4,7 @@ Measures durable ingest (batches of 1,000, every batch fsync'd and committed),
 reopen + first query in a fresh process, resident memory while serving, and
 recall@10 against exact search. The data is synthetic: a seeded generator
 fitted to the spectrum and cluster structure of all-MiniLM-L6-v2 SciFact
-embeddings (vecpack.datasets.synthetic).
+embeddings (vecpack.bench.datasets.synthetic).
 
     python bench/scale.py --n 1000000 --out docs/results
     python bench/scale.py --n 1000000 --codec int8 --index graph --out docs/results
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import vecpack
-from vecpack.datasets import synthetic
+from vecpack.bench.datasets import synthetic
 
 BATCH = 1000
 

@@ -72,8 +72,8 @@ from typing import Any
 import numpy as np
 
 import vecpack
-from vecpack.benchmark.serving import ServerProcess, free_port
-from vecpack.benchmark.timing import machine_info
+from vecpack.bench.serving import ServerProcess, free_port
+from vecpack.bench.timing import machine_info
 from vecpack.errors import Conflict, NotFound
 from vecpack.query import filters
 from vecpack.storage.segments import TRAIN_ROWS

@@ -33,11 +33,10 @@ from typing import Any
 import numpy as np
 
 import vecpack
-from vecpack.benchmark.timing import limit_threads, machine_info
-from vecpack.datasets import load_dataset
-from vecpack.metrics import exact_knn
+from vecpack.bench.datasets import load_dataset
+from vecpack.bench.timing import limit_threads, machine_info
 from vecpack.query import planner
-from vecpack.search import prepare
+from vecpack.search import exact_knn, prepare
 
 K = 10
 BATCH = 50_000

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from vecpack.benchmark.ann_peers import ALL_PEERS, build_ann_peers, default_nlist, nprobe_sweep
+from vecpack.bench.ann_peers import ALL_PEERS, build_ann_peers, default_nlist, nprobe_sweep
 from vecpack.search import prepare
 
 N, D, M, K = 2000, 32, 100, 10

@@ -8,8 +8,8 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from vecpack.benchmark import default_codecs, run_benchmark
-from vecpack.benchmark.runner import file_stem
+from vecpack.bench import default_codecs, run_benchmark
+from vecpack.bench.runner import file_stem
 
 try:
     import faiss  # noqa: F401

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vecpack.benchmark.peers import import_faiss
+from vecpack.bench.peers import import_faiss
 from vecpack.codecs.space import FAMILIES
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "budget.py"
@@ -81,7 +81,7 @@ def test_faiss_configs_fit_the_budget():
     faiss = import_faiss()[0]
     if faiss is None:
         pytest.skip("faiss is not importable")
-    from vecpack.benchmark.codec_peers import make_index, peer_configs
+    from vecpack.bench.codec_peers import make_index, peer_configs
 
     configs = peer_configs(faiss, 384, 48)
     sizes = [size for _, size in configs]

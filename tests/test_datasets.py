@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from vecpack import datasets
-from vecpack.datasets import (
+from vecpack.bench import datasets
+from vecpack.bench.datasets import (
     PROFILE_PATH,
     Profile,
     data_root,

@@ -7,9 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from vecpack import metrics
-from vecpack.datasets import data_root, load_dataset
-from vecpack.metrics import exact_knn, ndcg_at_k, recall_at_k
+from vecpack import search
+from vecpack.bench.datasets import data_root, load_dataset
+from vecpack.bench.metrics import ndcg_at_k, recall_at_k
+from vecpack.search import exact_knn
 
 # --------------------------------------------------------------------------- recall
 
@@ -91,7 +92,7 @@ def _reference(x, q, k, metric):
 @pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
 @pytest.mark.parametrize("block", [1 << 24, 64])  # one block, and many tiny corpus blocks
 def test_exact_knn_matches_full_sort(metric, block, monkeypatch):
-    monkeypatch.setattr(metrics, "_BLOCK_FLOATS", block)
+    monkeypatch.setattr(search, "_BLOCK_FLOATS", block)
     rng = np.random.default_rng(1)
     x = rng.normal(size=(300, 16)).astype(np.float32)
     q = rng.normal(size=(37, 16)).astype(np.float32)

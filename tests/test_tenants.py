@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 import vecpack
 from vecpack import Conflict, CorruptData, InvalidInput, NotFound
-from vecpack.metrics import exact_knn
 from vecpack.query import planner
 from vecpack.query.filters import matches, parse
+from vecpack.search import exact_knn
 from vecpack.storage import segments
 from vecpack.tenant_clusters import CANDIDATES_PER_RESULT, TenantClusters
 

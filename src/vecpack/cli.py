@@ -47,7 +47,7 @@ if typer is not None:
     @app.command()
     def demo() -> None:
         """Compare every codec with float32 on real text (SciFact embeddings, or pydoc topics embedded offline)."""
-        from vecpack.demo import run_demo
+        from vecpack.bench.demo import run_demo
 
         run_demo(console.print)
 
@@ -60,7 +60,7 @@ if typer is not None:
         peers: bool = typer.Option(True, help="run FAISS in the same process for comparison"),
     ) -> None:
         """Benchmark every codec (memory, recall, nDCG, QPS) against exact float32 and FAISS."""
-        from vecpack.benchmark import run_benchmark
+        from vecpack.bench import run_benchmark
 
         run_benchmark(dataset, out, codecs=[c for c in codecs.split(",") if c] or None, n_queries=queries,
                       peers=peers)

@@ -2,6 +2,8 @@
 
 ``Collection.search`` calls this once it holds its arrays; the benchmark calls
 it directly to compare with FAISS at the same level (rows in, rows out).
+``exact_knn`` is the brute-force ground truth (plain numpy) that ``codec="auto"``,
+the tests and the benchmarks measure recall against.
 """
 
 from __future__ import annotations
@@ -12,18 +14,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from vecpack.codecs import Codec
+from vecpack.errors import InvalidInput, UnknownSpec
 from vecpack.index.base import Index
 from vecpack.index.flat import scan_codes, scan_exact
 from vecpack.kernels.exact import COSINE, IP, L2, rescore
 from vecpack.kernels.ivf import subset_scan
-from vecpack.kernels.lvq import refine_rows
-from vecpack.kernels.probe import kind_token
+from vecpack.kernels.probe import kind_token, refine_rows
 from vecpack.kernels.topk import merge_candidates, new_heaps, sort_heaps
+from vecpack.validate import METRICS
 
 METRIC_CODES = {"ip": IP, "cosine": COSINE, "l2": L2}
 #: up to this many queries, a subset scan scores rows one by one with the codec's probe; more queries share
 #: a block decode + matrix product (the Scorer), which costs more per row but is paid once per block
 PROBE_QUERIES = 16
+_BLOCK_FLOATS = 1 << 24  # exact_knn's score block size (64 MiB of float32)
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
@@ -165,3 +169,66 @@ def _finish(
         merge_candidates(exact, candidates, *heaps)
     sort_heaps(*heaps)
     return heaps[0][:, :k], heaps[1][:, :k]
+
+
+# -- exact search: the ground truth; plain numpy on purpose, so it shares no code with the pipeline above
+def _unit(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit norm (zero rows stay zero): exact_knn's own, not ``unit_rows``."""
+    n = np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]
+    return x / np.where(n > 0, n, 1).astype(np.float32)
+
+
+def exact_knn(corpus: np.ndarray, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest neighbours by brute force (blocked float32 matmul + argpartition).
+
+    Parameters
+    ----------
+    corpus : float (n, d).
+    queries : float (m, d).
+    k : neighbours per query, >= 1; beyond n the rows are -1.
+    metric : ``"cosine"`` (both sides normalised), ``"ip"`` or ``"l2"``.
+
+    Returns
+    -------
+    rows : int64 (m, k), best first (equal scores: lower row first), -1 when missing.
+    scores : float32 (m, k); similarity (descending) for cosine/ip, Euclidean
+        distance (ascending) for l2; -inf / +inf when missing.
+    """
+    if metric not in METRICS:
+        raise UnknownSpec(f"unknown metric {metric!r}; expected one of {METRICS}")
+    x = np.asarray(corpus, dtype=np.float32)
+    q = np.asarray(queries, dtype=np.float32)
+    if x.ndim != 2 or q.ndim != 2 or x.shape[1] != q.shape[1]:
+        raise InvalidInput(f"corpus (n, d) and queries (m, d) must share d, got {x.shape}, {q.shape}")
+    if k < 1:
+        raise InvalidInput(f"k must be >= 1, got {k}")
+    if metric == "cosine":
+        x, q = _unit(x), _unit(q)
+    x_sq = np.einsum("ij,ij->i", x, x) if metric == "l2" else None
+    n, m = len(x), len(q)
+    best_s = np.full((m, k), -np.inf, dtype=np.float32)  # similarity: -squared distance for l2
+    best_r = np.full((m, k), -1, dtype=np.int64)
+    bq = max(1, min(m, 1024))
+    bc = max(k, _BLOCK_FLOATS // bq)
+    for qa in range(0, m, bq):
+        qs, s_run, r_run = q[qa : qa + bq], best_s[qa : qa + bq], best_r[qa : qa + bq]
+        for ca in range(0, n, bc):
+            s = qs @ x[ca : ca + bc].T
+            if x_sq is not None:  # -||q - x||^2 up to the per-query constant ||q||^2
+                s = 2 * s - x_sq[ca : ca + bc]
+            kk = min(k, s.shape[1])
+            part = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if kk < s.shape[1] else None
+            cand_s = s if part is None else np.take_along_axis(s, part, axis=1)
+            cand_r = (np.arange(s.shape[1]) if part is None else part) + ca
+            cand_r = np.broadcast_to(cand_r, cand_s.shape)
+            all_s = np.concatenate([s_run, cand_s], axis=1)
+            all_r = np.concatenate([r_run, cand_r], axis=1)
+            # best first, ties by lower row (missing rows -1 carry -inf and sort last)
+            order = np.lexsort((np.where(all_r < 0, n, all_r), -all_s), axis=1)[:, :k]
+            s_run[:] = np.take_along_axis(all_s, order, axis=1)
+            r_run[:] = np.take_along_axis(all_r, order, axis=1)
+    if metric == "l2":
+        q_sq = np.einsum("ij,ij->i", q, q)[:, None]
+        dist = np.sqrt(np.maximum(q_sq - best_s, 0)).astype(np.float32)
+        return best_r, np.where(best_r >= 0, dist, np.float32(np.inf))
+    return best_r, best_s

@@ -33,8 +33,7 @@ import numpy as np
 from vecpack.codecs import Codec, make_codec
 from vecpack.codecs.space import REDUCTION, candidate_specs, family_of
 from vecpack.errors import InvalidInput
-from vecpack.metrics import exact_knn
-from vecpack.search import ScanData, search_rows
+from vecpack.search import ScanData, exact_knn, search_rows
 
 K = 10
 BASE_ROWS = 20_000

@@ -12,7 +12,7 @@ from vecpack.codecs.chain import ChainCodec
 from vecpack.codecs.leanvec import LeanVecTransform, frank_wolfe, leanvec_loss
 from vecpack.codecs.transform import PCATransform
 from vecpack.errors import UnknownSpec
-from vecpack.metrics import exact_knn
+from vecpack.search import exact_knn
 
 
 def low_rank(rng, n, d, rank, noise=0.01):

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from vecpack.codecs import load_codec, make_codec, save_codec
 from vecpack.codecs.lvq import DECODE_BATCH
 from vecpack.errors import InvalidInput, UnknownSpec
-from vecpack.kernels.lvq import probe_rescore, refine_rows
+from vecpack.kernels.probe import probe_rescore, refine_rows
 from vecpack.kernels.topk import new_heaps, sort_heaps
 
 LVQ_SPECS = ["lvq8", "lvq4", "lvq4x4", "lvq4x8"]

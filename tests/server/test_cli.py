@@ -160,7 +160,7 @@ def test_bench_command_writes_its_results(tmp_path):
 def test_demo_command_compares_codecs_on_real_text():
     """`vecpack demo` on the SciFact embeddings (skipped without the shared data: embedding the fallback
     corpus needs the embed extra)."""
-    from vecpack.datasets import data_root
+    from vecpack.bench.datasets import data_root
 
     root = data_root()
     if root is None or not (root / "scifact").is_dir():

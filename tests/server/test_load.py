@@ -1,32 +1,18 @@
-"""bench/load.py at tiny scale: a server process under concurrent load, SIGKILLed mid-load and restarted."""
+"""vecpack.bench.loadtest (behind bench/load.py) at tiny scale: a server process under concurrent load, SIGKILLed
+mid-load and restarted."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import signal
-import sys
-from pathlib import Path
 
 import numpy as np
-import pytest
 
 import vecpack
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "load.py"
-
-
-@pytest.fixture(scope="module")
-def load():
-    spec = importlib.util.spec_from_file_location("load_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve the module's annotations through sys.modules
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+from vecpack.bench import loadtest as load
 
 
-def test_crash_mid_load_keeps_every_acknowledged_write_whole(load, tmp_path):
+def test_crash_mid_load_keeps_every_acknowledged_write_whole(tmp_path):
     cfg = load.Config(rows=2_000, clients=4, seconds=3.0, queries=100, crash=True)
     report = load.run(cfg, tmp_path / "out", tmp_path, log=lambda s: None)
     ops, batches = report["ops"], report["batches"]
@@ -47,7 +33,7 @@ def test_crash_mid_load_keeps_every_acknowledged_write_whole(load, tmp_path):
     assert "All checks passed: **yes**" in (tmp_path / "out" / "crash_2000.md").read_text()
 
 
-def test_batch_check_reports_missing_half_altered_and_unknown_batches(load, tmp_path):
+def test_batch_check_reports_missing_half_altered_and_unknown_batches(tmp_path):
     cfg = load.Config(dim=8)
     with vecpack.connect(tmp_path) as db:
         col = db.create_collection(load.COLLECTION, dim=cfg.dim, codec="float32")

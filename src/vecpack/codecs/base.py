@@ -15,7 +15,7 @@ import numpy as np
 
 from vecpack.errors import InvalidInput
 from vecpack.kernels import probe as probe_kinds
-from vecpack.kernels.lvq import probe_scan
+from vecpack.kernels.probe import probe_scan
 from vecpack.kernels.topk import merge_scores
 
 
@@ -156,7 +156,7 @@ DECODE_BATCH = 16
 
 
 class ProbeScorer(Scorer):
-    """Flat scan that scores each code row with ``probe.score_row`` (``kernels.lvq.probe_scan``): for fewer
+    """Flat scan that scores each code row with ``probe.score_row`` (``kernels.probe.probe_scan``): for fewer
     than DECODE_BATCH queries, faster than decoding blocks for a matrix product."""
 
     def __init__(self, probe: Probe) -> None:

@@ -23,7 +23,7 @@ Scoring is asymmetric (float32 queries). ``probe`` scores the primary level
 only (graph and IVF traversals); ``scorer`` and ``rescore`` use both levels.
 For l2 the rows are decoded on the fly inside the scoring loop: 3.4x faster
 than expanding the square with per-row code sums (one thread, 50k rows).
-Flat scans score row by row (``kernels.lvq.probe_scan``) for fewer than
+Flat scans score row by row (``kernels.probe.probe_scan``) for fewer than
 DECODE_BATCH queries, else decode blocks for one matrix product: on 50k rows
 the row kernel is 5-8x faster for one query, the matrix product 4-10x faster
 for 1000, with the crossover between 8 and 32 queries.
@@ -45,10 +45,9 @@ from vecpack.kernels.lvq import (
     lvq_encode,
     nibble_decode,
     nibble_encode,
-    probe_rescore,
     row_ranges,
 )
-from vecpack.kernels.probe import LVQ, LVQ_FULL, NIBBLE_AFFINE
+from vecpack.kernels.probe import LVQ, LVQ_FULL, NIBBLE_AFFINE, probe_rescore
 
 #: (primary bits, residual bits) of the supported specs
 LEVELS = {"lvq8": (8, 0), "lvq4": (4, 0), "lvq4x4": (4, 4), "lvq4x8": (4, 8)}

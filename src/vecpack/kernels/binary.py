@@ -179,3 +179,18 @@ def binary_scan(codes, row0, live, planes, qa, qb, qc, heap_s, heap_r, words_tok
             _scan_queries(
                 task, codes_t, pcs, b, r0, chunk_live, planes, qa, qb, qc, heap_s, heap_r, words_token, bits_token
             )
+
+
+@njit(cache=True, inline="always")
+def score_bits_row(qf, qw, code):
+    """Probe kind BITS: a 1-bit code row against the query's bit planes."""
+    n_words = code.shape[0]
+    n_bits = qw.shape[0] // n_words
+    ones = 0
+    dot = 0
+    for w in range(n_words):
+        c = np.uint64(code[w])
+        ones += popcount64(c)
+        for p in range(n_bits):
+            dot += popcount64(c & qw[w * n_bits + p]) << p
+    return qf[0] * np.float32(ones) + qf[1] * np.float32(dot) + qf[2]

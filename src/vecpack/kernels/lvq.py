@@ -1,4 +1,5 @@
-"""LVQ and 4-bit codes: encoding, decoding, and flat scans / re-scoring through ``probe.score_row``.
+"""LVQ and 4-bit codes: encoding, decoding, and their probes (``score_lvq_row``, ``score_lvq_full_row``,
+``score_nibble_row``).
 
 Nibble layout ("split halves"): with h = ceil(d / 2), byte j holds dimension j in
 its low nibble and dimension h + j in its high nibble (0 when h + j = d, for odd d).
@@ -15,10 +16,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from vecpack.kernels.probe import kind_token, score_row
-from vecpack.kernels.topk import QUERY_CHUNK, buffer_size, merge_row
+from vecpack.kernels.scalar import as_f32
 
-ROW_CHUNK = 4096  # rows scored per merge: codes stay in cache for the queries of one task
 HEADER_BYTES = 4  # scale and bias, float16 each
 
 
@@ -143,112 +142,105 @@ def nibble_decode(codes, lo, step):
     return out
 
 
-@njit(cache=True, fastmath=True)
-def _scan_queries(q0, q1, kind_tok, qf, qw, codes, row0, live, heap_s, heap_r):
-    """probe_scan for queries q0..q1-1: rows in chunks of ROW_CHUNK, each chunk scored then merged per query."""
-    n = codes.shape[0]
-    cap = buffer_size(heap_s.shape[1])
-    bs = np.empty(cap, dtype=np.float32)
-    bj = np.empty(cap, dtype=np.int32)
-    br = np.empty(cap, dtype=np.int64)
-    no_ids = np.empty(0, dtype=np.int64)
-    for c0 in range(0, n, ROW_CHUNK):
-        b = min(n, c0 + ROW_CHUNK) - c0
-        scores = np.empty(b, dtype=np.float32)
-        chunk_live = np.ascontiguousarray(live[c0 : c0 + b])
-        for i in range(q0, q1):
-            f = qf[i]
-            w = qw[i]
-            for r in range(b):
-                scores[r] = score_row(kind_tok, f, w, codes[c0 + r])
-            merge_row(scores, row0 + c0, chunk_live, heap_s[i], heap_r[i], bs, bj, br, 0.0, -1.0, no_ids)
+@njit(cache=True, inline="always")
+def _nibbles(byte):
+    """Low and high nibble of a code byte as float32 (float arithmetic keeps the vectorised loops 32 bits wide)."""
+    f = np.float32(byte)
+    hi = np.floor(f * np.float32(0.0625))
+    return f - np.float32(16.0) * hi, hi
 
 
-@njit(cache=True, parallel=True)
-def _scan_parallel(kind_tok, qf, qw, codes, row0, live, heap_s, heap_r):
-    m = qf.shape[0]
-    for task in prange((m + QUERY_CHUNK - 1) // QUERY_CHUNK):
-        q0 = task * QUERY_CHUNK
-        _scan_queries(q0, min(m, q0 + QUERY_CHUNK), kind_tok, qf, qw, codes, row0, live, heap_s, heap_r)
-
-
-def probe_scan(kind, qf, qw, codes, row0, live, heap_s, heap_r):
-    """Score every code row with ``score_row`` and merge into the heaps (a flat scan over a probe).
-
-    kind: a ``kernels.probe`` kind; qf float32 (m, F), qw uint64 (m, W): its per-query parameters.
-    codes (n, ...) rows row0 .. row0+n-1 in the kind's element type; live uint8 (n,), 0 = skip.
-    heap_s float32 / heap_r int64 (m, k) updated in place. A batch runs in parallel over queries.
-    """
-    m, k = heap_s.shape
-    if codes.shape[0] == 0 or m == 0 or k == 0:
-        return
-    tok = kind_token(kind)
-    if m <= QUERY_CHUNK // 4:
-        _scan_queries(0, m, tok, qf, qw, codes, row0, live, heap_s, heap_r)
+@njit(cache=True, inline="always")
+def score_lvq_row(qf, qw, code):
+    """Probe kind LVQ: the primary level of an LVQ row (8-bit bytes or split-halves nibbles)."""
+    d = np.int64(qw[0])
+    scale = as_f32(np.uint16(np.int32(code[0]) | (np.int32(code[1]) << 8)))
+    bias = as_f32(np.uint16(np.int32(code[2]) | (np.int32(code[3]) << 8)))
+    c = code[4:]
+    acc = np.float32(0.0)
+    n_q = d
+    if np.int64(qw[1]) == 8:
+        if qw[2]:
+            for j in range(d):
+                diff = qf[j] - bias - scale * np.float32(c[j])
+                acc += diff * diff
+            return -acc
+        for j in range(d):
+            acc += qf[j] * np.float32(c[j])
     else:
-        _scan_parallel(tok, qf, qw, codes, row0, live, heap_s, heap_r)
+        h = (d + 1) // 2
+        n_q = 2 * h
+        q_hi = qf[h:]
+        if qw[2]:
+            for j in range(h):
+                c_lo, c_hi = _nibbles(c[j])
+                lo = qf[j] - bias - scale * c_lo
+                hi = q_hi[j] - bias - scale * c_hi
+                acc += lo * lo + hi * hi
+            return np.float32(d & 1) * bias * bias - acc  # the padding dimension added bias^2
+        for j in range(h):
+            c_lo, c_hi = _nibbles(c[j])
+            acc += qf[j] * c_lo + q_hi[j] * c_hi
+    return qf[n_q] + scale * acc + bias * qf[n_q + 1]
 
 
-@njit(cache=True, fastmath=True)
-def _rescore_rows(i0, i1, kind_tok, qf, qw, codes, out):
-    """probe_rescore for queries i0..i1-1, into out float32 (m, r)."""
-    for i in range(i0, i1):
-        for t in range(codes.shape[1]):
-            out[i, t] = score_row(kind_tok, qf[i], qw[i], codes[i, t])
+@njit(cache=True, inline="always")
+def score_lvq_full_row(qf, qw, code):
+    """Probe kind LVQ_FULL: both levels of a 4-bit LVQ row (residual nibbles or bytes)."""
+    d = np.int64(qw[0])
+    h = (d + 1) // 2
+    b2 = np.int64(qw[1])
+    delta = as_f32(np.uint16(np.int32(code[0]) | (np.int32(code[1]) << 8))) / np.float32(1 << b2)
+    bias = as_f32(np.uint16(np.int32(code[2]) | (np.int32(code[3]) << 8))) - delta * np.float32(1 << (b2 - 1))
+    c = code[4:]
+    u = code[4 + h :]
+    q_hi = qf[h:]
+    acc = np.float32(0.0)
+    if b2 == 8:  # w = 256 c + u, u a byte
+        u_hi = u[h:]
+        if qw[2]:
+            for j in range(h):
+                c_lo, c_hi = _nibbles(c[j])
+                lo = qf[j] - bias - delta * (np.float32(256.0) * c_lo + np.float32(u[j]))
+                hi = q_hi[j] - bias - delta * (np.float32(256.0) * c_hi + np.float32(u_hi[j]))
+                acc += lo * lo + hi * hi
+            return np.float32(d & 1) * bias * bias - acc
+        for j in range(h):
+            c_lo, c_hi = _nibbles(c[j])
+            acc += qf[j] * (np.float32(256.0) * c_lo + np.float32(u[j]))
+            acc += q_hi[j] * (np.float32(256.0) * c_hi + np.float32(u_hi[j]))
+    else:  # w = 16 c + u, u a nibble
+        if qw[2]:
+            for j in range(h):
+                c_lo, c_hi = _nibbles(c[j])
+                u_lo, u_hi = _nibbles(u[j])
+                lo = qf[j] - bias - delta * (np.float32(16.0) * c_lo + u_lo)
+                hi = q_hi[j] - bias - delta * (np.float32(16.0) * c_hi + u_hi)
+                acc += lo * lo + hi * hi
+            return np.float32(d & 1) * bias * bias - acc
+        for j in range(h):
+            c_lo, c_hi = _nibbles(c[j])
+            u_lo, u_hi = _nibbles(u[j])
+            acc += qf[j] * (np.float32(16.0) * c_lo + u_lo) + q_hi[j] * (np.float32(16.0) * c_hi + u_hi)
+    return qf[2 * h] + delta * acc + bias * qf[2 * h + 1]
 
 
-@njit(cache=True, parallel=True)
-def _rescore_parallel(kind_tok, qf, qw, codes, out):
-    m = codes.shape[0]
-    for task in prange((m + QUERY_CHUNK - 1) // QUERY_CHUNK):
-        i0 = task * QUERY_CHUNK
-        _rescore_rows(i0, min(m, i0 + QUERY_CHUNK), kind_tok, qf, qw, codes, out)
-
-
-def probe_rescore(kind, qf, qw, codes):
-    """Scores float32 (m, r) of query i against its own candidate rows codes (m, r, ...) with ``score_row``.
-
-    A batch runs in parallel over queries; a few queries skip the thread launch.
-    """
-    out = np.empty(codes.shape[:2], dtype=np.float32)
-    tok = kind_token(kind)
-    if codes.shape[0] <= QUERY_CHUNK // 4:
-        _rescore_rows(0, codes.shape[0], tok, qf, qw, codes, out)
-    else:
-        _rescore_parallel(tok, qf, qw, codes, out)
-    return out
-
-
-@njit(cache=True, fastmath=True)
-def _refine_query(kind_tok, qf, qw, codes, rows, out_s, out_r):
-    """refine_rows for one query: candidate rows (r,) into its best len(out_s), best first."""
-    scores = np.full(rows.shape[0], -np.inf, dtype=np.float32)
-    for t in range(rows.shape[0]):
-        if rows[t] >= 0:
-            scores[t] = score_row(kind_tok, qf, qw, codes[rows[t]])
-    order = np.argsort(-scores)
-    for t in range(min(out_s.shape[0], rows.shape[0])):
-        if scores[order[t]] == -np.inf:
-            break
-        out_s[t] = scores[order[t]]
-        out_r[t] = rows[order[t]]
-
-
-@njit(cache=True)
-def _refine_queries(kind_tok, qf, qw, codes, rows, out_s, out_r):
-    for i in range(rows.shape[0]):
-        _refine_query(kind_tok, qf[i], qw[i], codes, rows[i], out_s[i], out_r[i])
-
-
-def refine_rows(kind, qf, qw, codes, rows, width):
-    """The best ``width`` of each query's candidate rows (m, r) (-1 = none), scored with ``score_row`` on the
-    rows of ``codes`` where they lie: scores float32 / rows int64 (m, width), best first, (-inf, -1) padded.
-
-    What a two-level codec's index search ends with (``Codec.refine_probe``): one call, no gather of the
-    candidates' codes, no heap merges.
-    """
-    m = rows.shape[0]
-    out_s = np.full((m, width), -np.inf, dtype=np.float32)
-    out_r = np.full((m, width), -1, dtype=np.int64)
-    _refine_queries(kind_token(kind), qf, qw, codes, np.ascontiguousarray(rows, dtype=np.int64), out_s, out_r)
-    return out_s, out_r
+@njit(cache=True, inline="always")
+def score_nibble_row(qf, qw, code):
+    """Probe kind NIBBLE_AFFINE: a split-halves 4-bit row, x_j = lo_j + step_j c_j."""
+    h = code.shape[0]
+    q_hi = qf[h:]
+    acc = np.float32(0.0)
+    if qw[0]:
+        w_lo = qf[2 * h :]
+        w_hi = qf[3 * h :]
+        for j in range(h):
+            c_lo, c_hi = _nibbles(code[j])
+            lo = qf[j] - c_lo
+            hi = q_hi[j] - c_hi
+            acc += w_lo[j] * lo * lo + w_hi[j] * hi * hi
+        return -acc
+    for j in range(h):
+        c_lo, c_hi = _nibbles(code[j])
+        acc += qf[j] * c_lo + q_hi[j] * c_hi
+    return qf[2 * h] + acc

@@ -64,3 +64,13 @@ def lut_scan(codes, row0, live, luts, bias, heap_s, heap_r):
         return
     for i in prange(m):
         _lut_query(i, codes, row0, live, luts, bias, heap_s, heap_r)
+
+
+@njit(cache=True, inline="always")
+def score_lut_row(qf, code):
+    """Probe kind LUT: bias + the query's table entries of the row's sub-codes."""
+    n_sub = code.shape[0]
+    acc = qf[256 * n_sub]
+    for m in range(n_sub):
+        acc += qf[256 * m + np.int64(code[m])]
+    return acc

@@ -375,3 +375,14 @@ def fastscan(codes, row0, live, luts, scale, offset, heap_s, heap_r, blocks=None
         codes = np.empty((0, b), dtype=np.uint8)
     scan = _scan_serial if heap_s.shape[0] <= QUERY_CHUNK else _scan_parallel
     scan(codes, blocks, row0, live, luts, scale, offset, heap_s, heap_r)
+
+
+@njit(cache=True, inline="always")
+def score_lut4_row(qf, code):
+    """Probe kind LUT4: bias + the float tables' entries of the row's two nibbles per byte."""
+    n_bytes = code.shape[0]
+    acc = qf[32 * n_bytes]
+    for b in range(n_bytes):
+        c = np.int64(code[b])
+        acc += qf[32 * b + (c & 15)] + qf[32 * b + 16 + (c >> 4)]
+    return acc

@@ -3,9 +3,10 @@
 Flat scans score whole blocks (``Scorer``); graph hops and IVF lists score
 scattered rows one at a time. A codec describes a query for this with a
 *probe* (``codecs.base.Probe``): a ``kind``, float32 parameters ``qf`` and
-uint64 parameters ``qw``. ``score_row`` is the one place that knows every
-kind; index kernels call it and stay codec-agnostic (as FAISS's
-DistanceComputer). Scores are similarities (larger is better), like the
+uint64 parameters ``qw``. ``score_row`` dispatches on the kind to the kind's
+``score_<kind>_row``, which lives next to its encoder; index kernels call it and stay
+codec-agnostic (as FAISS's DistanceComputer). Flat scans and re-scoring over a probe
+(``probe_scan``, ``probe_rescore``, ``refine_rows``) are here too. Scores are similarities (larger is better), like the
 codecs' scorers: <q, x> for ip, -||q - x||^2 for l2.
 
 Kinds (x reconstructed from code c, d dimensions):
@@ -50,63 +51,35 @@ away and the scoring loop vectorises (measured: 2x faster than a runtime kind).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, types
-from numba.extending import overload
+from numba import njit, prange
 
-from vecpack.kernels.simd import _i32_as_f32, popcount64
+from vecpack.kernels.binary import score_bits_row
+from vecpack.kernels.kinds import (
+    AFFINE_IP,
+    AFFINE_L2,
+    BITS,
+    LUT,
+    LUT4,
+    LVQ,
+    LVQ_FULL,
+    NIBBLE_AFFINE,
+    RABITQ,
+    RABITQ_EX,
+    RBIN,
+    kind_token,
+)
+from vecpack.kernels.lvq import score_lvq_full_row, score_lvq_row, score_nibble_row
+from vecpack.kernels.pq import score_lut_row
+from vecpack.kernels.pq4 import score_lut4_row
+from vecpack.kernels.rabitq import score_rabitq_row
+from vecpack.kernels.rbin import score_rbin_row
+from vecpack.kernels.scalar import score_affine_ip_row, score_affine_l2_row
+from vecpack.kernels.topk import QUERY_CHUNK, buffer_size, merge_row
 
-AFFINE_IP = 0
-AFFINE_L2 = 1
-BITS = 2
-LUT = 3
-LVQ = 4
-NIBBLE_AFFINE = 5
-LVQ_FULL = 6
-RABITQ = 7
-RABITQ_EX = 8
-RBIN = 9
-LUT4 = 10
+__all__ = ["AFFINE_IP", "AFFINE_L2", "BITS", "LUT", "LUT4", "LVQ", "LVQ_FULL", "NIBBLE_AFFINE", "RABITQ", "RABITQ_EX",
+           "RBIN", "bytes_read", "kind_token", "probe_rescore", "probe_scan", "refine_rows", "score_row"]
 
-_HALF_SCALE = np.float32(2.0**112)  # rebias float16's exponent (15) to float32's (127)
-
-
-def kind_token(kind: int) -> tuple[int, ...]:
-    """The kind as a compile-time constant for the kernels: a tuple of that length."""
-    return (0,) * kind
-
-
-def as_f32(x):
-    """A code element as float32 (uint16 elements are float16 bit patterns, int16 bfloat16 ones)."""
-    raise NotImplementedError  # numba-only: see the overload below
-
-
-@overload(as_f32, inline="always")
-def _as_f32_impl(x):
-    if x == types.uint16:
-
-        def half(x):
-            # the 15 magnitude bits shifted into float32's exponent/mantissa place, times 2^112, give the
-            # magnitude exactly for normal and subnormal halves (no inf/nan in codes); then the sign
-            bits = np.int32(x)
-            mag = _i32_as_f32(np.int32((bits & 0x7FFF) << 13)) * _HALF_SCALE
-            return mag * np.float32(1 - ((bits >> 14) & 2))
-
-        return half
-    if x == types.int16:
-
-        def bfloat(x):
-            return _i32_as_f32(np.int32(x) << 16)  # the sign-extended high bits shift out
-
-        return bfloat
-    return lambda x: np.float32(x)
-
-
-@njit(cache=True, inline="always")
-def _nibbles(byte):
-    """Low and high nibble of a code byte as float32 (float arithmetic keeps the vectorised loops 32 bits wide)."""
-    f = np.float32(byte)
-    hi = np.floor(f * np.float32(0.0625))
-    return f - np.float32(16.0) * hi, hi
+ROW_CHUNK = 4096  # rows scored per merge in probe_scan: codes stay in cache for the queries of one task
 
 
 @njit(cache=True, inline="always")
@@ -122,176 +95,138 @@ def bytes_read(kind_tok, qw, row_bytes):
 
 @njit(cache=True, inline="always")
 def score_row(kind_tok, qf, qw, code):
-    """Similarity (float32) of the query described by (kind_token(kind), qf, qw) to one code row ``code``."""
+    """Similarity (float32) of the query described by (kind_token(kind), qf, qw) to one code row ``code``.
+
+    The kind is a compile-time constant: each specialisation keeps one branch.
+    """
     kind = len(kind_tok)
     if kind == AFFINE_IP:
-        d = code.shape[0]
-        acc = qf[d]
-        for j in range(d):
-            acc += qf[j] * as_f32(code[j])
-        return acc
+        return score_affine_ip_row(qf, code)
     if kind == AFFINE_L2:
-        d = code.shape[0]
-        weight = qf[d:]
-        acc = np.float32(0.0)
-        for j in range(d):
-            diff = qf[j] - as_f32(code[j])
-            acc += weight[j] * diff * diff
-        return -acc
+        return score_affine_l2_row(qf, code)
     if kind == BITS:
-        n_words = code.shape[0]
-        n_bits = qw.shape[0] // n_words
-        ones = 0
-        dot = 0
-        for w in range(n_words):
-            c = np.uint64(code[w])
-            ones += popcount64(c)
-            for p in range(n_bits):
-                dot += popcount64(c & qw[w * n_bits + p]) << p
-        return qf[0] * np.float32(ones) + qf[1] * np.float32(dot) + qf[2]
+        return score_bits_row(qf, qw, code)
     if kind == RBIN:
-        n_lev = np.int64(qw[0])
-        n_words = code.shape[0] // n_lev
-        n_t = (qf.shape[0] - 1) // 2
-        n_bits = (qw.shape[0] - 1) // (n_t * n_words)
-        acc = qf[2 * n_t]
-        t_pair = n_lev
-        for i in range(n_lev):
-            for k in range(i, n_lev if n_t > n_lev else i + 1):  # pair terms (levels i XOR k) for l2 only
-                t = i if k == i else t_pair
-                ones = 0
-                dot = 0
-                for w in range(n_words):
-                    v = np.uint64(code[i * n_words + w])
-                    if k != i:
-                        v ^= np.uint64(code[k * n_words + w])
-                    ones += popcount64(v)
-                    base = 1 + (t * n_words + w) * n_bits
-                    for p in range(n_bits):
-                        dot += popcount64(v & qw[base + p]) << p
-                acc += qf[t] * np.float32(ones) + qf[n_t + t] * np.float32(dot)
-                if k != i:
-                    t_pair += 1
-        return acc
+        return score_rbin_row(qf, qw, code)
     if kind == LVQ:
-        d = np.int64(qw[0])
-        scale = as_f32(np.uint16(np.int32(code[0]) | (np.int32(code[1]) << 8)))
-        bias = as_f32(np.uint16(np.int32(code[2]) | (np.int32(code[3]) << 8)))
-        c = code[4:]
-        acc = np.float32(0.0)
-        n_q = d
-        if np.int64(qw[1]) == 8:
-            if qw[2]:
-                for j in range(d):
-                    diff = qf[j] - bias - scale * np.float32(c[j])
-                    acc += diff * diff
-                return -acc
-            for j in range(d):
-                acc += qf[j] * np.float32(c[j])
-        else:
-            h = (d + 1) // 2
-            n_q = 2 * h
-            q_hi = qf[h:]
-            if qw[2]:
-                for j in range(h):
-                    c_lo, c_hi = _nibbles(c[j])
-                    lo = qf[j] - bias - scale * c_lo
-                    hi = q_hi[j] - bias - scale * c_hi
-                    acc += lo * lo + hi * hi
-                return np.float32(d & 1) * bias * bias - acc  # the padding dimension added bias^2
-            for j in range(h):
-                c_lo, c_hi = _nibbles(c[j])
-                acc += qf[j] * c_lo + q_hi[j] * c_hi
-        return qf[n_q] + scale * acc + bias * qf[n_q + 1]
+        return score_lvq_row(qf, qw, code)
     if kind == LVQ_FULL:
-        d = np.int64(qw[0])
-        h = (d + 1) // 2
-        b2 = np.int64(qw[1])
-        delta = as_f32(np.uint16(np.int32(code[0]) | (np.int32(code[1]) << 8))) / np.float32(1 << b2)
-        bias = as_f32(np.uint16(np.int32(code[2]) | (np.int32(code[3]) << 8))) - delta * np.float32(1 << (b2 - 1))
-        c = code[4:]
-        u = code[4 + h :]
-        q_hi = qf[h:]
-        acc = np.float32(0.0)
-        if b2 == 8:  # w = 256 c + u, u a byte
-            u_hi = u[h:]
-            if qw[2]:
-                for j in range(h):
-                    c_lo, c_hi = _nibbles(c[j])
-                    lo = qf[j] - bias - delta * (np.float32(256.0) * c_lo + np.float32(u[j]))
-                    hi = q_hi[j] - bias - delta * (np.float32(256.0) * c_hi + np.float32(u_hi[j]))
-                    acc += lo * lo + hi * hi
-                return np.float32(d & 1) * bias * bias - acc
-            for j in range(h):
-                c_lo, c_hi = _nibbles(c[j])
-                acc += qf[j] * (np.float32(256.0) * c_lo + np.float32(u[j]))
-                acc += q_hi[j] * (np.float32(256.0) * c_hi + np.float32(u_hi[j]))
-        else:  # w = 16 c + u, u a nibble
-            if qw[2]:
-                for j in range(h):
-                    c_lo, c_hi = _nibbles(c[j])
-                    u_lo, u_hi = _nibbles(u[j])
-                    lo = qf[j] - bias - delta * (np.float32(16.0) * c_lo + u_lo)
-                    hi = q_hi[j] - bias - delta * (np.float32(16.0) * c_hi + u_hi)
-                    acc += lo * lo + hi * hi
-                return np.float32(d & 1) * bias * bias - acc
-            for j in range(h):
-                c_lo, c_hi = _nibbles(c[j])
-                u_lo, u_hi = _nibbles(u[j])
-                acc += qf[j] * (np.float32(16.0) * c_lo + u_lo) + q_hi[j] * (np.float32(16.0) * c_hi + u_hi)
-        return qf[2 * h] + delta * acc + bias * qf[2 * h + 1]
+        return score_lvq_full_row(qf, qw, code)
     if kind == NIBBLE_AFFINE:
-        h = code.shape[0]
-        q_hi = qf[h:]
-        acc = np.float32(0.0)
-        if qw[0]:
-            w_lo = qf[2 * h :]
-            w_hi = qf[3 * h :]
-            for j in range(h):
-                c_lo, c_hi = _nibbles(code[j])
-                lo = qf[j] - c_lo
-                hi = q_hi[j] - c_hi
-                acc += w_lo[j] * lo * lo + w_hi[j] * hi * hi
-            return -acc
-        for j in range(h):
-            c_lo, c_hi = _nibbles(code[j])
-            acc += qf[j] * c_lo + q_hi[j] * c_hi
-        return qf[2 * h] + acc
+        return score_nibble_row(qf, qw, code)
     if kind == LUT4:
-        n_bytes = code.shape[0]
-        acc = qf[32 * n_bytes]
-        for b in range(n_bytes):
-            c = np.int64(code[b])
-            acc += qf[32 * b + (c & 15)] + qf[32 * b + 16 + (c >> 4)]
-        return acc
+        return score_lut4_row(qf, code)
     if kind == RABITQ or kind == RABITQ_EX:
-        n_planes = 1 if kind == RABITQ else np.int64(qf[4])
-        n_words = (code.shape[0] - (2 if kind == RABITQ else 3)) // n_planes
-        n_bits = qw.shape[0] // n_words
-        total = 0
-        dot = 0
-        for w in range(n_words):
-            for p in range(n_planes):
-                c = np.uint64(code[p * n_words + w])
-                weight = n_planes - 1 if p == 0 else p - 1  # the sign plane holds the top bit
-                acc = 0
-                for t in range(n_bits):
-                    acc += popcount64(c & qw[w * n_bits + t]) << t
-                total += popcount64(c) << weight
-                dot += acc << weight
-        top = (1 << n_planes) - 1
-        f = n_words * n_planes
-        f_add = _i32_as_f32(np.int32(np.int64(np.uint64(code[f]) & np.uint64(0xFFFFFFFF))))
-        if kind == RABITQ:
-            f_rescale = _i32_as_f32(np.int32(np.int64(np.uint64(code[f]) >> np.uint64(32))))
-        else:
-            f_rescale = _i32_as_f32(np.int32(np.int64(np.uint64(code[f + 2]) & np.uint64(0xFFFFFFFF))))
-        ax = np.float32(2 * total - 64 * n_words * top)
-        bx = np.float32(2 * dot - top * np.int64(qf[2]))
-        return f_add + f_rescale * (qf[0] * ax + qf[1] * bx) + qf[3]
-    # LUT
-    n_sub = code.shape[0]
-    acc = qf[256 * n_sub]
-    for m in range(n_sub):
-        acc += qf[256 * m + np.int64(code[m])]
-    return acc
+        return score_rabitq_row(kind_tok, qf, qw, code)
+    return score_lut_row(qf, code)  # LUT
+
+
+@njit(cache=True, fastmath=True)
+def _scan_queries(q0, q1, kind_tok, qf, qw, codes, row0, live, heap_s, heap_r):
+    """probe_scan for queries q0..q1-1: rows in chunks of ROW_CHUNK, each chunk scored then merged per query."""
+    n = codes.shape[0]
+    cap = buffer_size(heap_s.shape[1])
+    bs = np.empty(cap, dtype=np.float32)
+    bj = np.empty(cap, dtype=np.int32)
+    br = np.empty(cap, dtype=np.int64)
+    no_ids = np.empty(0, dtype=np.int64)
+    for c0 in range(0, n, ROW_CHUNK):
+        b = min(n, c0 + ROW_CHUNK) - c0
+        scores = np.empty(b, dtype=np.float32)
+        chunk_live = np.ascontiguousarray(live[c0 : c0 + b])
+        for i in range(q0, q1):
+            f = qf[i]
+            w = qw[i]
+            for r in range(b):
+                scores[r] = score_row(kind_tok, f, w, codes[c0 + r])
+            merge_row(scores, row0 + c0, chunk_live, heap_s[i], heap_r[i], bs, bj, br, 0.0, -1.0, no_ids)
+
+
+@njit(cache=True, parallel=True)
+def _scan_parallel(kind_tok, qf, qw, codes, row0, live, heap_s, heap_r):
+    m = qf.shape[0]
+    for task in prange((m + QUERY_CHUNK - 1) // QUERY_CHUNK):
+        q0 = task * QUERY_CHUNK
+        _scan_queries(q0, min(m, q0 + QUERY_CHUNK), kind_tok, qf, qw, codes, row0, live, heap_s, heap_r)
+
+
+def probe_scan(kind, qf, qw, codes, row0, live, heap_s, heap_r):
+    """Score every code row with ``score_row`` and merge into the heaps (a flat scan over a probe).
+
+    kind: a ``kernels.probe`` kind; qf float32 (m, F), qw uint64 (m, W): its per-query parameters.
+    codes (n, ...) rows row0 .. row0+n-1 in the kind's element type; live uint8 (n,), 0 = skip.
+    heap_s float32 / heap_r int64 (m, k) updated in place. A batch runs in parallel over queries.
+    """
+    m, k = heap_s.shape
+    if codes.shape[0] == 0 or m == 0 or k == 0:
+        return
+    tok = kind_token(kind)
+    if m <= QUERY_CHUNK // 4:
+        _scan_queries(0, m, tok, qf, qw, codes, row0, live, heap_s, heap_r)
+    else:
+        _scan_parallel(tok, qf, qw, codes, row0, live, heap_s, heap_r)
+
+
+@njit(cache=True, fastmath=True)
+def _rescore_rows(i0, i1, kind_tok, qf, qw, codes, out):
+    """probe_rescore for queries i0..i1-1, into out float32 (m, r)."""
+    for i in range(i0, i1):
+        for t in range(codes.shape[1]):
+            out[i, t] = score_row(kind_tok, qf[i], qw[i], codes[i, t])
+
+
+@njit(cache=True, parallel=True)
+def _rescore_parallel(kind_tok, qf, qw, codes, out):
+    m = codes.shape[0]
+    for task in prange((m + QUERY_CHUNK - 1) // QUERY_CHUNK):
+        i0 = task * QUERY_CHUNK
+        _rescore_rows(i0, min(m, i0 + QUERY_CHUNK), kind_tok, qf, qw, codes, out)
+
+
+def probe_rescore(kind, qf, qw, codes):
+    """Scores float32 (m, r) of query i against its own candidate rows codes (m, r, ...) with ``score_row``.
+
+    A batch runs in parallel over queries; a few queries skip the thread launch.
+    """
+    out = np.empty(codes.shape[:2], dtype=np.float32)
+    tok = kind_token(kind)
+    if codes.shape[0] <= QUERY_CHUNK // 4:
+        _rescore_rows(0, codes.shape[0], tok, qf, qw, codes, out)
+    else:
+        _rescore_parallel(tok, qf, qw, codes, out)
+    return out
+
+
+@njit(cache=True, fastmath=True)
+def _refine_query(kind_tok, qf, qw, codes, rows, out_s, out_r):
+    """refine_rows for one query: candidate rows (r,) into its best len(out_s), best first."""
+    scores = np.full(rows.shape[0], -np.inf, dtype=np.float32)
+    for t in range(rows.shape[0]):
+        if rows[t] >= 0:
+            scores[t] = score_row(kind_tok, qf, qw, codes[rows[t]])
+    order = np.argsort(-scores)
+    for t in range(min(out_s.shape[0], rows.shape[0])):
+        if scores[order[t]] == -np.inf:
+            break
+        out_s[t] = scores[order[t]]
+        out_r[t] = rows[order[t]]
+
+
+@njit(cache=True)
+def _refine_queries(kind_tok, qf, qw, codes, rows, out_s, out_r):
+    for i in range(rows.shape[0]):
+        _refine_query(kind_tok, qf[i], qw[i], codes, rows[i], out_s[i], out_r[i])
+
+
+def refine_rows(kind, qf, qw, codes, rows, width):
+    """The best ``width`` of each query's candidate rows (m, r) (-1 = none), scored with ``score_row`` on the
+    rows of ``codes`` where they lie: scores float32 / rows int64 (m, width), best first, (-inf, -1) padded.
+
+    What a two-level codec's index search ends with (``Codec.refine_probe``): one call, no gather of the
+    candidates' codes, no heap merges.
+    """
+    m = rows.shape[0]
+    out_s = np.full((m, width), -np.inf, dtype=np.float32)
+    out_r = np.full((m, width), -1, dtype=np.int64)
+    _refine_queries(kind_token(kind), qf, qw, codes, np.ascontiguousarray(rows, dtype=np.int64), out_s, out_r)
+    return out_s, out_r

@@ -23,8 +23,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from vecpack.kernels.probe import RABITQ_EX, score_row
-from vecpack.kernels.simd import LANES, compress_above, popcount64, prefer_512_bit_vectors
+from vecpack.kernels.kinds import RABITQ_EX
+from vecpack.kernels.simd import LANES, _i32_as_f32, compress_above, popcount64, prefer_512_bit_vectors
 from vecpack.kernels.topk import QUERY_CHUNK, block_threshold, buffer_size, merge_row
 
 ROW_CHUNK = 8192  # rows per chunk of a flat scan (word-major sign codes, per-row factors, scores)
@@ -456,7 +456,7 @@ def _refine(est, s1, s2, fe, live, words, c0, row0, qf, qf_full, qw_full, kind_t
     """Second stage of an extended scan, one query and one chunk of b rows: full estimates where needed.
 
     est float32 (b,): the rows' 1-bit estimates (s1, s2: their sum and sum of squares); fe (b,): their
-    F_error. A row gets the full estimate score_row(kind_tok, qf_full, qw_full, words[c0 + j]), merged
+    F_error. A row gets the full estimate score_rabitq_row(kind_tok, qf_full, qw_full, words[c0 + j]), merged
     into the heap hs / hr, when its upper bound est + fe * ||q - c|| beats the heap minimum. While the
     heap is not full, the rows of the k best 1-bit estimates are refined first to set that minimum.
     scratch: (upper, cand_s float32, cand_j int32, full_s float32, full_r int64, ones uint8, bs, bj, br).
@@ -472,7 +472,7 @@ def _refine(est, s1, s2, fe, live, words, c0, row0, qf, qf_full, qw_full, kind_t
         n = _select(est, live, seed, cand_s, cand_j)
         for t in range(n):
             j = cand_j[t]
-            full_s[t] = score_row(kind_tok, qf_full, qw_full, words[c0 + j])
+            full_s[t] = score_rabitq_row(kind_tok, qf_full, qw_full, words[c0 + j])
             full_r[t] = row0 + j
         merge_row(full_s[:n], 0, ones[:n], hs, hr, bs, bj, br, 0.0, -1.0, full_r[:n])
     _upper(est, fe[:b], qf[QF_GERR], upper[:b])
@@ -482,7 +482,7 @@ def _refine(est, s1, s2, fe, live, words, c0, row0, qf, qf_full, qw_full, kind_t
         j = cand_j[t]
         if est[j] > seed:
             continue
-        full_s[n_full] = score_row(kind_tok, qf_full, qw_full, words[c0 + j])
+        full_s[n_full] = score_rabitq_row(kind_tok, qf_full, qw_full, words[c0 + j])
         full_r[n_full] = row0 + j
         n_full += 1
     if n_full > 0:
@@ -581,5 +581,35 @@ def score_rows(kind_tok, qf, qw, words):
     out = np.empty((m, n), dtype=np.float32)
     for i in prange(m):
         for r in range(n):
-            out[i, r] = score_row(kind_tok, qf[i], qw[i], words[r])
+            out[i, r] = score_rabitq_row(kind_tok, qf[i], qw[i], words[r])
     return out
+
+
+@njit(cache=True, inline="always")
+def score_rabitq_row(kind_tok, qf, qw, code):
+    """Probe kinds RABITQ / RABITQ_EX (``len(kind_tok)``): the unbiased estimate of one 1-bit or extended row."""
+    extended = len(kind_tok) == RABITQ_EX  # a compile-time constant
+    n_planes = 1 if not extended else np.int64(qf[4])
+    n_words = (code.shape[0] - (3 if extended else 2)) // n_planes
+    n_bits = qw.shape[0] // n_words
+    total = 0
+    dot = 0
+    for w in range(n_words):
+        for p in range(n_planes):
+            c = np.uint64(code[p * n_words + w])
+            weight = n_planes - 1 if p == 0 else p - 1  # the sign plane holds the top bit
+            acc = 0
+            for t in range(n_bits):
+                acc += popcount64(c & qw[w * n_bits + t]) << t
+            total += popcount64(c) << weight
+            dot += acc << weight
+    top = (1 << n_planes) - 1
+    f = n_words * n_planes
+    f_add = _i32_as_f32(np.int32(np.int64(np.uint64(code[f]) & np.uint64(0xFFFFFFFF))))
+    if not extended:
+        f_rescale = _i32_as_f32(np.int32(np.int64(np.uint64(code[f]) >> np.uint64(32))))
+    else:
+        f_rescale = _i32_as_f32(np.int32(np.int64(np.uint64(code[f + 2]) & np.uint64(0xFFFFFFFF))))
+    ax = np.float32(2 * total - 64 * n_words * top)
+    bx = np.float32(2 * dot - top * np.int64(qf[2]))
+    return f_add + f_rescale * (qf[0] * ax + qf[1] * bx) + qf[3]

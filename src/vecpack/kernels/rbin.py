@@ -266,3 +266,31 @@ def sym_scan(codes, row0, live, qbits, amat, pw, qc, heap_s, heap_r, words_token
         for task in prange((m + QUERY_CHUNK - 1) // QUERY_CHUNK):
             chunk = (codes_t, pcs, base, b, r0, chunk_live)
             _sym_task(task, chunk, qbits, amat, qc, heap_s, heap_r, words_token, levels_token)
+
+
+@njit(cache=True, inline="always")
+def score_rbin_row(qf, qw, code):
+    """Probe kind RBIN: the B levels of a residual-binarization row against the query's bit planes."""
+    n_lev = np.int64(qw[0])
+    n_words = code.shape[0] // n_lev
+    n_t = (qf.shape[0] - 1) // 2
+    n_bits = (qw.shape[0] - 1) // (n_t * n_words)
+    acc = qf[2 * n_t]
+    t_pair = n_lev
+    for i in range(n_lev):
+        for k in range(i, n_lev if n_t > n_lev else i + 1):  # pair terms (levels i XOR k) for l2 only
+            t = i if k == i else t_pair
+            ones = 0
+            dot = 0
+            for w in range(n_words):
+                v = np.uint64(code[i * n_words + w])
+                if k != i:
+                    v ^= np.uint64(code[k * n_words + w])
+                ones += popcount64(v)
+                base = 1 + (t * n_words + w) * n_bits
+                for p in range(n_bits):
+                    dot += popcount64(v & qw[base + p]) << p
+            acc += qf[t] * np.float32(ones) + qf[n_t + t] * np.float32(dot)
+            if k != i:
+                t_pair += 1
+    return acc

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from vecpack.benchmark.peers import quiet_stderr, rerank_rows
+from vecpack.bench.peers import quiet_stderr, rerank_rows
 from vecpack.codecs.space import REDUCE_TO
 from vecpack.search import prepare
 

@@ -1,5 +1,5 @@
 """``vecpack serve`` as a child process on a loopback port, for the benchmarks that measure through HTTP
-(``bench/load.py``, ``bench/stress.py``)."""
+(``vecpack.bench.loadtest`` behind ``bench/load.py``, ``bench/stress.py``)."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ class Corpus:
 
 def load_corpus() -> Corpus:
     """SciFact embeddings if available, else the pydoc topics embedded on the spot."""
-    from vecpack.datasets import data_root, load_dataset
+    from vecpack.bench.datasets import data_root, load_dataset
 
     if data_root() is not None and (data_root() / "scifact").is_dir():
         ds = load_dataset("scifact")

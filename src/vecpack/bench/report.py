@@ -51,13 +51,23 @@ def _default_runs(c: dict[str, Any]) -> list[dict[str, Any]]:
 
 def markdown(res: dict[str, Any]) -> str:
     """A readable report: setup, vecpack table, FAISS table, ours/FAISS ratios, re-rank sweep, caveats."""
+    lines = _setup(res)
+    lines += _codec_table(res)
+    lines += _size_table(res)
+    lines += _peer_table(res)
+    lines += _comparison_table(res)
+    lines += _sweep_table(res)
+    lines += _caveats(res)
+    return "\n".join(lines)
+
+
+def _setup(res: dict[str, Any]) -> list[str]:
+    """The title, the setup bullets (data, queries, machine, threads, exact reference) and the codecs' intro."""
     k = res["k"]
     ts = [str(t) for t in res["threads"]]
-    tmax = ts[-1]
     m = res["machine"]
     q = res["queries"]
-    tm = res.get("timing", {})
-    lines = [
+    return [
         f"# vecpack benchmark: {res['dataset']}",
         "",
         f"- **data**: {res['note'] or res['dataset']}; n = {res['n']:,}, d = {res['d']}, metric = {res['metric']}",
@@ -82,6 +92,12 @@ def markdown(res: dict[str, Any]) -> str:
         "(adds validation, normalisation, SQLite id/metadata lookup and `Hit` objects).",
         "",
     ]
+
+
+def _codec_table(res: dict[str, Any]) -> list[str]:
+    """One row per vecpack codec and re-rank depth (0 and the codec's default): quality, scan and e2e QPS."""
+    k = res["k"]
+    ts = [str(t) for t in res["threads"]]
     header = ["codec", "bytes/vec", "vs f32", "rerank", f"recall@{k}", f"nDCG@{k}"]
     header += [f"QPS scan {t}t" for t in ts] + [f"QPS e2e {t}t" for t in ts] + ["fit+encode s"]
     rows = []
@@ -100,9 +116,12 @@ def markdown(res: dict[str, Any]) -> str:
                     _num(c["fit_encode_s"], 2),
                 ]
             )
-    lines += _table(header, rows)
+    return _table(header, rows)
 
-    lines += [
+
+def _size_table(res: dict[str, Any]) -> list[str]:
+    """Its intro and one row per vecpack codec: memory and disk MB, fit / encode / add / optimize seconds."""
+    lines = [
         "Sizes and build times (memory = what search keeps resident; disk = the collection folder, "
         "which always holds the float32 vectors too):",
         "",
@@ -120,75 +139,99 @@ def markdown(res: dict[str, Any]) -> str:
         ]
         for c in res["codecs"]
     ]
-    lines += _table(header, rows)
+    return lines + _table(header, rows)
 
-    if res["peers"]:
-        lines += ["## FAISS peers (same queries, same threads, flat indexes)", ""]
-        header = ["index", "bytes/vec", "vs f32", "rerank", f"recall@{k}", f"nDCG@{k}"]
-        header += [f"QPS {t}t" for t in ts] + ["build s"]
-        rows = []
-        default_r = max((c.get("default_rerank", 0) for c in res["codecs"]), default=0)
-        for p in res["peers"]:
-            for run in p["runs"]:
-                if run["rerank"] not in (0, default_r):
-                    continue
-                rows.append(
-                    [
-                        p["name"],
-                        str(p["bytes_per_vector"]),
-                        f"{p['compression']:.1f}×",
-                        str(run["rerank"]),
-                        _num(run["recall@k"]),
-                        _num(run["ndcg@k"]),
-                        *(_qps(run["qps"], t) for t in ts),
-                        _num(p["build_s"], 2),
-                    ]
-                )
-        lines += _table(header, rows)
 
-    if res["comparisons"]:
-        lines += ["## vecpack / FAISS (scan level vs `index.search`; > 1 = vecpack higher)", ""]
-        header = ["vecpack", "FAISS", f"recall@{k} ours", "FAISS", "ratio", f"nDCG@{k} ratio"]
-        header += [f"QPS ratio {t}t" for t in ts]
-        rows = []
-        for cmp in res["comparisons"]:
+def _peer_table(res: dict[str, Any]) -> list[str]:
+    """The FAISS section: one row per peer at re-rank 0 and the largest codec default; [] without peers."""
+    if not res["peers"]:
+        return []
+    k = res["k"]
+    ts = [str(t) for t in res["threads"]]
+    lines = ["## FAISS peers (same queries, same threads, flat indexes)", ""]
+    header = ["index", "bytes/vec", "vs f32", "rerank", f"recall@{k}", f"nDCG@{k}"]
+    header += [f"QPS {t}t" for t in ts] + ["build s"]
+    rows = []
+    default_r = max((c.get("default_rerank", 0) for c in res["codecs"]), default=0)
+    for p in res["peers"]:
+        for run in p["runs"]:
+            if run["rerank"] not in (0, default_r):
+                continue
             rows.append(
                 [
-                    f"`{cmp['ours']}` (rerank {cmp['rerank']})",
-                    cmp["faiss"],
-                    _num(cmp["recall_ours"]),
-                    _num(cmp["recall_faiss"]),
-                    _ratio(cmp["recall_ratio"]),
-                    _ratio(cmp["ndcg_ratio"]),
-                    *(_ratio(cmp["qps_ratio"].get(t)) for t in ts),
+                    p["name"],
+                    str(p["bytes_per_vector"]),
+                    f"{p['compression']:.1f}×",
+                    str(run["rerank"]),
+                    _num(run["recall@k"]),
+                    _num(run["ndcg@k"]),
+                    *(_qps(run["qps"], t) for t in ts),
+                    _num(p["build_s"], 2),
                 ]
             )
-        lines += _table(header, rows)
+    return lines + _table(header, rows)
 
+
+def _comparison_table(res: dict[str, Any]) -> list[str]:
+    """The vecpack / FAISS section: recall, nDCG and QPS ratios per compared pair; [] without comparisons."""
+    if not res["comparisons"]:
+        return []
+    k = res["k"]
+    ts = [str(t) for t in res["threads"]]
+    lines = ["## vecpack / FAISS (scan level vs `index.search`; > 1 = vecpack higher)", ""]
+    header = ["vecpack", "FAISS", f"recall@{k} ours", "FAISS", "ratio", f"nDCG@{k} ratio"]
+    header += [f"QPS ratio {t}t" for t in ts]
+    rows = []
+    for cmp in res["comparisons"]:
+        rows.append(
+            [
+                f"`{cmp['ours']}` (rerank {cmp['rerank']})",
+                cmp["faiss"],
+                _num(cmp["recall_ours"]),
+                _num(cmp["recall_faiss"]),
+                _ratio(cmp["recall_ratio"]),
+                _ratio(cmp["ndcg_ratio"]),
+                *(_ratio(cmp["qps_ratio"].get(t)) for t in ts),
+            ]
+        )
+    return lines + _table(header, rows)
+
+
+def _sweep_table(res: dict[str, Any]) -> list[str]:
+    """The re-rank sweep section: recall @ QPS per system (codec or peer with > 2 runs) and depth; [] if none."""
     sweeps = [c for c in res["codecs"] if len(c["runs"]) > 2] + [p for p in res["peers"] if len(p["runs"]) > 2]
-    if sweeps:
-        at = "1 thread" + (f" / {tmax} threads" if tmax != "1" else "")
-        lines += [f"## Re-rank sweep (recall@{k} @ QPS at {at})", ""]
-        depths = sorted({r["rerank"] for s in sweeps for r in s["runs"]})
-        header = ["system", *(f"k'={r}" for r in depths)]
-        rows = []
-        for s in sweeps:
-            by = {r["rerank"]: r for r in s["runs"]}
-            label = f"`{s['name']}`" if s["system"] == "vecpack" else f"FAISS {s['name']}"
-            cells = []
-            for r in depths:
-                run = by.get(r)
-                if run is None:
-                    cells.append("–")
-                    continue
-                qps = " / ".join(_qps(run["qps"], t) for t in ts if t in ("1", tmax))
-                cells.append(f"{_num(run['recall@k'])} @ {qps}")
-            rows.append([label, *cells])
-        lines += _table(header, rows)
+    if not sweeps:
+        return []
+    k = res["k"]
+    ts = [str(t) for t in res["threads"]]
+    tmax = ts[-1]
+    at = "1 thread" + (f" / {tmax} threads" if tmax != "1" else "")
+    lines = [f"## Re-rank sweep (recall@{k} @ QPS at {at})", ""]
+    depths = sorted({r["rerank"] for s in sweeps for r in s["runs"]})
+    header = ["system", *(f"k'={r}" for r in depths)]
+    rows = []
+    for s in sweeps:
+        by = {r["rerank"]: r for r in s["runs"]}
+        label = f"`{s['name']}`" if s["system"] == "vecpack" else f"FAISS {s['name']}"
+        cells = []
+        for r in depths:
+            run = by.get(r)
+            if run is None:
+                cells.append("–")
+                continue
+            qps = " / ".join(_qps(run["qps"], t) for t in ts if t in ("1", tmax))
+            cells.append(f"{_num(run['recall@k'])} @ {qps}")
+        rows.append([label, *cells])
+    return lines + _table(header, rows)
 
-    lines += ["## Caveats", ""]
+
+def _caveats(res: dict[str, Any]) -> list[str]:
+    """The caveats section (ground truth, timing, what is compared, batch tiling or subset, the run's notes)."""
+    k = res["k"]
+    q = res["queries"]
+    tm = res.get("timing", {})
     caveats = [
-        f"recall@{k} is measured against exact float32 brute force (`vecpack.metrics.exact_knn`) on the "
+        f"recall@{k} is measured against exact float32 brute force (`vecpack.search.exact_knn`) on the "
         f"{q['unique']:,} queries; nDCG@{k} uses the dataset's relevance labels"
         + (f" ({q['judged']} judged queries; gain 2^grade - 1)." if q["judged"] else " (none here)."),
         f"QPS = {q['batch']:,} queries / the best wall time of at least {tm.get('repeats', 3)} timed calls, "
@@ -216,8 +259,7 @@ def markdown(res: dict[str, Any]) -> str:
             f"QPS uses the first {q['batch']:,} of the {q['unique']:,} queries; recall and nDCG use all of them.",
         )
     caveats += res.get("notes", [])
-    lines += [f"- {c}" for c in caveats] + [""]
-    return "\n".join(lines)
+    return ["## Caveats", "", *(f"- {c}" for c in caveats), ""]
 
 
 def plot(res: dict[str, Any], path: Path) -> None:

@@ -61,7 +61,7 @@ from typing import Any
 
 import numpy as np
 
-from vecpack.benchmark.peers import import_faiss, quiet_stderr
+from vecpack.bench.peers import import_faiss, quiet_stderr
 from vecpack.search import prepare
 
 GRAPH_M = 16

@@ -13,13 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from vecpack.benchmark import ours
-from vecpack.benchmark import peers as peers_mod
-from vecpack.benchmark.timing import best_time, cpu_busy, limit_threads, load_average, machine_info
+from vecpack.bench import ours
+from vecpack.bench import peers as peers_mod
+from vecpack.bench.datasets import Dataset, load_dataset
+from vecpack.bench.metrics import ndcg_at_k, recall_at_k
+from vecpack.bench.timing import best_time, cpu_busy, limit_threads, load_average, machine_info
 from vecpack.codecs import make_codec
-from vecpack.datasets import load_dataset
 from vecpack.errors import InvalidInput
-from vecpack.metrics import exact_knn, ndcg_at_k, recall_at_k
+from vecpack.search import exact_knn
 from vecpack.validate import MAX_K
 
 DEFAULT_SWEEP = (0, 20, 50, 100, 200)
@@ -130,6 +131,7 @@ def run_benchmark(
     threads = sorted({max(1, int(t)) for t in (threads or [1, os.cpu_count() or 1])})
     sweep_base = sorted(set(DEFAULT_SWEEP if sweep is None else sweep))
     timer = functools.partial(best_time, repeats=repeats, min_time_s=min_time_s)
+    timing = {"repeats": repeats, "min_time_s": min_time_s, "max_repeats": 25, "warmup": 1}
     notes: list[str] = []
     load_start = load_average()
     busy_start = cpu_busy()
@@ -141,101 +143,170 @@ def run_benchmark(
 
     with _Steps(progress, 3) as steps:
         with steps.step(f"loading {dataset}"):
-            # synthetic sets generate n_queries queries; real sets keep all theirs (quality uses every one)
-            ds = load_dataset(dataset, max_queries=n_queries if dataset.startswith("synthetic") else None)
-            n, d = ds.corpus.shape
-            metric = ds.metric
-            specs = _resolve_specs(codecs, d, metric, notes)
-            families = {make_codec(s, d, ours.codec_metric(metric)).family for s in specs}
+            ds, specs, families = _load(dataset, codecs, n_queries, notes)
             steps.set_total(3 + 2 * len(specs) + (len(families) if faiss is not None else 0))
 
         with steps.step(f"queries and exact top-{k}"):
-            m_eval = len(ds.queries)
-            if m_eval == 0:
-                raise InvalidInput(f"dataset {dataset!r} has no queries")
-            # the timed batch: the first n_queries queries, repeated when the dataset has fewer
-            reps = -(-n_queries // m_eval)
-            batch = np.ascontiguousarray(np.tile(ds.queries, (reps, 1))[:n_queries])
-            truth, _ = exact_knn(ds.corpus, ds.queries, k, metric)
+            batch = _timed_batch(ds, dataset, n_queries)
+            truth, _ = exact_knn(ds.corpus, ds.queries, k, ds.metric)
             evaluate = _evaluator(ds, truth, k)
-            exact_quality = evaluate(truth)
-
-        result: dict[str, Any] = {
-            "dataset": ds.name,
-            "note": ds.note,
-            "n": n,
-            "d": d,
-            "metric": metric,
-            "k": k,
-            "queries": {
-                "unique": m_eval,
-                "batch": n_queries,
-                "tiled": reps > 1,
-                "subset": n_queries < m_eval,
-                "judged": exact_quality["judged"],
-            },
-            "threads": threads,
-            "timing": {"repeats": repeats, "min_time_s": min_time_s, "max_repeats": 25, "warmup": 1},
-            "exact": {
-                "recall@k": 1.0,
-                "ndcg@k": exact_quality["ndcg@k"],
-                "truth": "vecpack.metrics.exact_knn (numpy float32 brute force)",
-            },
-            "codecs": [],
-            "peers": [],
-            "comparisons": [],
-            "notes": notes,
-        }
+            result = _new_result(ds, k, n_queries, threads, timing, evaluate(truth), notes)
 
         for spec in specs:
             result["codecs"].append(
                 _measure_codec(spec, ds, batch, k, threads, sweep_base, timer, evaluate, steps, faiss)
             )
-
         if faiss is not None:
-            pq_m = next((make_codec(s, d, "ip").code_size for s in specs if s.startswith("pq")), None)
-            sweep_peer = sorted({r for r in sweep_base if r <= n} | {_default_rerank(specs, d, metric, k)})
-            built = peers_mod.build_peers(faiss, ds.corpus, metric, pq_m, families, sweep_peer)
-            for fam in [f for f in FAMILY_ORDER if f in families]:
-                if fam == "pq" and not pq_m:
-                    continue
-                with steps.step(f"FAISS {fam}"):
-                    peer = next(built)
-                    result["peers"].append(_measure_peer(peer, ds.queries, batch, k, threads, timer, evaluate, faiss))
+            result["peers"] = _measure_peers(
+                faiss, ds, specs, families, batch, k, threads, sweep_base, timer, evaluate, steps
+            )
             result["comparisons"] = _compare(result)
 
-        if len(threads) > 1:
-            t1, tn = str(threads[0]), str(threads[-1])
-            slower = [
-                f"{c['name']} (rerank {run['rerank']})"
-                for c in result["codecs"]
-                for run in c["runs"]
-                if run["qps"][tn] < run["qps"][t1]
-            ]
-            if slower:
-                notes.append(
-                    f"vecpack's scan is slower at {tn} threads than at {t1} for: {', '.join(slower)}. Causes seen "
-                    "so far: other processes taking a core; and, for the BLAS-based scans (float32, float16, "
-                    "int8, PQ batches, which alternate OpenBLAS's thread pool and numba's OpenMP pool block by "
-                    "block), the two pools spin-waiting against each other (OMP_WAIT_POLICY=PASSIVE avoids it)."
-                )
-        result["machine"] = machine_info(faiss)
-        result["machine"]["load_average_start"] = load_start
-        result["machine"]["cpu_busy_start"] = busy_start
-        if busy_start is not None and busy_start >= 0.25:
-            notes.append(
-                f"Other processes kept the CPU {busy_start:.0%} busy just before the run started: timings, "
-                "multi-thread ones above all, include waiting for cores."
-            )
+        _note_thread_scaling(result, threads, notes)
+        _record_machine(result, faiss, load_start, busy_start, notes)
         with steps.step("writing results"):
-            from vecpack.benchmark import report
-
-            stem = file_stem(ds.name)
-            result["files"] = {"json": f"{stem}.json", "markdown": f"{stem}.md", "plot": f"{stem}.png"}
-            (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-            (out_dir / f"{stem}.md").write_text(report.markdown(result))
-            report.plot(result, out_dir / f"{stem}.png")
+            _write_results(result, out_dir)
     return result
+
+
+def _load(
+    dataset: str, codecs: list[str] | None, n_queries: int, notes: list[str]
+) -> tuple[Dataset, list[str], set[str]]:
+    """(the dataset, the codec specs to run, their codec families); skipped specs are explained in ``notes``.
+
+    Synthetic sets generate ``n_queries`` queries; real sets keep all theirs (quality uses every one)."""
+    ds = load_dataset(dataset, max_queries=n_queries if dataset.startswith("synthetic") else None)
+    d = ds.corpus.shape[1]
+    specs = _resolve_specs(codecs, d, ds.metric, notes)
+    families = {make_codec(s, d, ours.codec_metric(ds.metric)).family for s in specs}
+    return ds, specs, families
+
+
+def _timed_batch(ds: Dataset, dataset: str, n_queries: int) -> np.ndarray:
+    """The timed batch: the dataset's first ``n_queries`` queries, repeated when it has fewer (contiguous).
+
+    InvalidInput when the dataset has no queries."""
+    m_eval = len(ds.queries)
+    if m_eval == 0:
+        raise InvalidInput(f"dataset {dataset!r} has no queries")
+    reps = -(-n_queries // m_eval)
+    return np.ascontiguousarray(np.tile(ds.queries, (reps, 1))[:n_queries])
+
+
+def _new_result(
+    ds: Dataset,
+    k: int,
+    n_queries: int,
+    threads: list[int],
+    timing: dict[str, Any],
+    exact_quality: dict[str, Any],
+    notes: list[str],
+) -> dict[str, Any]:
+    """The result dict before any measurement: the setup, the exact reference, empty codecs / peers /
+    comparisons, and ``notes`` itself (the list, so notes added later land in the result)."""
+    n, d = ds.corpus.shape
+    m_eval = len(ds.queries)
+    return {
+        "dataset": ds.name,
+        "note": ds.note,
+        "n": n,
+        "d": d,
+        "metric": ds.metric,
+        "k": k,
+        "queries": {
+            "unique": m_eval,
+            "batch": n_queries,
+            "tiled": n_queries > m_eval,  # the batch repeats the queries
+            "subset": n_queries < m_eval,
+            "judged": exact_quality["judged"],
+        },
+        "threads": threads,
+        "timing": timing,
+        "exact": {
+            "recall@k": 1.0,
+            "ndcg@k": exact_quality["ndcg@k"],
+            "truth": "vecpack.search.exact_knn (numpy float32 brute force)",
+        },
+        "codecs": [],
+        "peers": [],
+        "comparisons": [],
+        "notes": notes,
+    }
+
+
+def _measure_peers(
+    faiss: Any,
+    ds: Dataset,
+    specs: list[str],
+    families: set[str],
+    batch: np.ndarray,
+    k: int,
+    threads: list[int],
+    sweep: list[int],
+    timer: Timer,
+    evaluate: Callable[[np.ndarray], dict[str, Any]],
+    steps: _Steps,
+) -> list[dict[str, Any]]:
+    """One FAISS flat peer per codec family in ``families`` (in FAMILY_ORDER; pq only when a pq spec sets its
+    size), each built and measured in its own step, re-ranked at the sweep depths and the codecs' default."""
+    n, d = ds.corpus.shape
+    pq_m = next((make_codec(s, d, "ip").code_size for s in specs if s.startswith("pq")), None)
+    sweep_peer = sorted({r for r in sweep if r <= n} | {_default_rerank(specs, d, ds.metric, k)})
+    built = peers_mod.build_peers(faiss, ds.corpus, ds.metric, pq_m, families, sweep_peer)
+    measured = []
+    for fam in [f for f in FAMILY_ORDER if f in families]:
+        if fam == "pq" and not pq_m:
+            continue
+        with steps.step(f"FAISS {fam}"):
+            peer = next(built)
+            measured.append(_measure_peer(peer, ds.queries, batch, k, threads, timer, evaluate, faiss))
+    return measured
+
+
+def _note_thread_scaling(result: dict[str, Any], threads: list[int], notes: list[str]) -> None:
+    """Add a note naming the codec runs whose scan is slower at the most threads than at the fewest."""
+    if len(threads) < 2:
+        return
+    t1, tn = str(threads[0]), str(threads[-1])
+    slower = [
+        f"{c['name']} (rerank {run['rerank']})"
+        for c in result["codecs"]
+        for run in c["runs"]
+        if run["qps"][tn] < run["qps"][t1]
+    ]
+    if slower:
+        notes.append(
+            f"vecpack's scan is slower at {tn} threads than at {t1} for: {', '.join(slower)}. Causes seen "
+            "so far: other processes taking a core; and, for the BLAS-based scans (float32, float16, "
+            "int8, PQ batches, which alternate OpenBLAS's thread pool and numba's OpenMP pool block by "
+            "block), the two pools spin-waiting against each other (OMP_WAIT_POLICY=PASSIVE avoids it)."
+        )
+
+
+def _record_machine(
+    result: dict[str, Any], faiss: Any, load_start: list[float] | None, busy_start: float | None, notes: list[str]
+) -> None:
+    """Set ``result["machine"]`` (machine_info, load average and CPU busy share before the run); add a note
+    when other processes kept the CPU at least 25% busy."""
+    result["machine"] = machine_info(faiss)
+    result["machine"]["load_average_start"] = load_start
+    result["machine"]["cpu_busy_start"] = busy_start
+    if busy_start is not None and busy_start >= 0.25:
+        notes.append(
+            f"Other processes kept the CPU {busy_start:.0%} busy just before the run started: timings, "
+            "multi-thread ones above all, include waiting for cores."
+        )
+
+
+def _write_results(result: dict[str, Any], out_dir: Path) -> None:
+    """Set ``result["files"]`` and write ``<stem>.json``, ``<stem>.md`` and ``<stem>.png`` to ``out_dir``."""
+    from vecpack.bench import report
+
+    stem = file_stem(result["dataset"])
+    result["files"] = {"json": f"{stem}.json", "markdown": f"{stem}.md", "plot": f"{stem}.png"}
+    (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out_dir / f"{stem}.md").write_text(report.markdown(result))
+    report.plot(result, out_dir / f"{stem}.png")
 
 
 def _resolve_specs(codecs: list[str] | None, d: int, metric: str, notes: list[str]) -> list[str]:

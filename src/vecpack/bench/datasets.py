@@ -35,7 +35,7 @@ from vecpack.errors import InvalidInput, UnknownSpec
 
 BEIR_SETS = ("scifact", "msmarco-dl19")
 SENTENCES_SET = "scifact-sentences"
-PROFILE_PATH = Path(__file__).parent / "profiles" / "minilm384.npz"
+PROFILE_PATH = Path(__file__).parents[1] / "profiles" / "minilm384.npz"  # vecpack/profiles (package data)
 _CHUNK_ROWS = 16_384  # generation chunk; fixed so output never depends on threads
 
 
