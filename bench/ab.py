@@ -30,6 +30,7 @@ import sys
 import tempfile
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,8 +72,10 @@ CHILD = textwrap.dedent("""
         col.optimize()
         return col
 
+    t0 = time.perf_counter()
     flat, graph = build("flat"), build("graph", index="graph")
     tenants = build("tenants", index="graph", multi_tenant=True)
+    built_s = time.perf_counter() - t0 if not names else None
     cases = {
         "flat": lambda x: flat.search(x, 10),
         "graph": lambda x: graph.search(x, 10),
@@ -89,7 +92,7 @@ CHILD = textwrap.dedent("""
         for x in q:
             call(x)
         out[name] = len(q) / (time.perf_counter() - t)
-    print(json.dumps(out))
+    print(json.dumps({"qps": out, "build_s": built_s}))
 """)
 
 
@@ -99,7 +102,8 @@ def make_rows(n: int, queries: int, seed: int) -> tuple[np.ndarray, np.ndarray, 
     return ds.corpus, ds.queries, f"{ds.note}; seed {seed}"
 
 
-def run_tree(tree: Path, folder: Path, rows: int, dim: int, queries: int) -> dict[str, float]:
+def run_tree(tree: Path, folder: Path, rows: int, dim: int, queries: int) -> dict[str, Any]:
+    """QPS per case (and the build's seconds, if this call built the collections) of one tree's child."""
     env = dict(os.environ, PYTHONPATH=str(tree / "src"), NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1",
                OPENBLAS_NUM_THREADS="1")
     done = subprocess.run([sys.executable, "-c", CHILD, str(rows), str(dim), str(queries), str(folder)],
@@ -117,26 +121,32 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=2_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--name", default="refactor")
+    parser.add_argument("--work", type=Path, help="keep the built collections here (reused by a later run with the "
+                        "same rows); default: a temporary folder")
     args = parser.parse_args()
     x, q, how = make_rows(args.rows, args.queries, seed=0)
     qps: dict[str, dict[str, list[float]]] = {"A": {}, "B": {}}
+    build_s: dict[str, float | None] = {"A": None, "B": None}
     with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
         folders = {}
         for side in ("A", "B"):  # each tree builds its own collections (file formats may differ)
-            folders[side] = Path(tmp) / side
-            folders[side].mkdir()
+            folders[side] = work / f"{side}-{args.rows}"
+            folders[side].mkdir(parents=True, exist_ok=True)
             np.save(folders[side] / "rows.npy", x)
             np.save(folders[side] / "queries.npy", q)
         for r in range(args.rounds):
             for side, tree in (("A", args.a), ("B", args.b)) if r % 2 == 0 else (("B", args.b), ("A", args.a)):
                 got = run_tree(tree, folders[side], args.rows, x.shape[1], args.queries)
-                for case, v in got.items():
+                build_s[side] = got["build_s"] if got["build_s"] is not None else build_s[side]
+                for case, v in got["qps"].items():
                     qps[side].setdefault(case, []).append(v)
-                print(f"round {r + 1} {side}: " + ", ".join(f"{c} {v:,.0f}" for c, v in got.items()), flush=True)
+                print(f"round {r + 1} {side}: " + ", ".join(f"{c} {v:,.0f}" for c, v in got["qps"].items()),
+                      flush=True)
     cases = list(qps["A"])
     table = {c: {"A": statistics.median(qps["A"][c]), "B": statistics.median(qps["B"][c])} for c in cases}
     report = {"rows": args.rows, "queries": args.queries, "rounds": args.rounds, "data": how,
-              "a": str(args.a), "b": str(args.b), "qps": qps, "median": table}
+              "a": str(args.a), "b": str(args.b), "qps": qps, "median": table, "build_s": build_s}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"ab_{args.name}.json").write_text(json.dumps(report, indent=1))
     lines = [f"# A/B through Collection.search: {args.name}", "",
@@ -147,6 +157,9 @@ def main() -> None:
         a, b = table[c]["A"], table[c]["B"]
         lines.append(f"| {c} | {a:,.0f} | {b:,.0f} | {b / a:.2f} | "
                      f"{', '.join(f'{v:,.0f}' for v in qps['A'][c])} | {', '.join(f'{v:,.0f}' for v in qps['B'][c])} |")
+    if build_s["A"] is not None and build_s["B"] is not None:
+        lines += ["", f"Building the three collections (add in 20k batches, two field indexes, optimize): "
+                  f"A {build_s['A']:.0f} s, B {build_s['B']:.0f} s (one build each, not interleaved)."]
     (RESULTS / f"ab_{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

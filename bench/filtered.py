@@ -217,7 +217,7 @@ def _measure(col, hnsw, hl, faiss, where, allowed, xp, qp, peer_queries) -> dict
     for f in POSTFILTER_FACTORS:
         def post(qi, f=f):
             _, r = search_rows(qi[None, :], K * f, ScanData(codec, codes, vectors, "cosine", 0), live, index=index,
-                               knob=K * f)
+                               ef=K * f)
             r = r[0][r[0] >= 0]
             return r[allowed[r]][:K]
 

@@ -111,7 +111,7 @@ def run_ours(
     build_s = time.perf_counter() - t0
     out = {}
     for ef in efs:
-        _, rows = search_rows(q, K, ScanData(codec, cs, xs, metric, 0), live, index=g, knob=ef)
+        _, rows = search_rows(q, K, ScanData(codec, cs, xs, metric, 0), live, index=g, ef=ef)
         out[str(ef)] = recall(rows if perm is None else perm[rows], truth)
     entry = g.entry if perm is None else int(perm[g.entry])
     return out, build_s, entry

@@ -136,7 +136,7 @@ def run(dataset: str, ds: Dataset, out_dir: Path) -> dict[str, Any]:
     def graph_search(spec: str, width: int) -> Callable[[np.ndarray, int], np.ndarray]:
         def search(qq: np.ndarray, ef: int) -> np.ndarray:
             return search_rows(qq, width, ScanData(codecs[spec], codes[spec], x_raw, metric, 0), live, index=index,
-                               knob=ef)[1]
+                               ef=ef)[1]
 
         return search
 

@@ -101,7 +101,7 @@ def test_each_plan_is_chosen_by_selectivity(tmp_path, data, index, monkeypatch):
         plan = col.explain(where={"grp": {"$lt": 10}})
         s, ef, width = plan["selectivity"], 64, 10  # the graph's default ef for k = 10
         post, walk = math.ceil(ef / math.sqrt(s)), math.ceil(ef / s**planner.EF_EXPONENT)
-        assert plan["plan"] == "postfilter" and plan["knob"] == post
+        assert plan["plan"] == "postfilter" and plan["ef"] == post and plan["nprobe"] is None
         # a query whose beam meets fewer than half the matches expected is walked through matching rows only
         assert plan["fallback"] == (max(width, math.ceil(s * post / 2)), walk)
         wide = 40  # a beam of POST_DEPTH * k / s outgrows POST_BEAM times the walk's: the walk is chosen

@@ -22,10 +22,12 @@ from vecpack.query.planner import (
     POSTFILTER_FRACTION,
     ROWS_PER_EF,
     Plan,
+    PlanKind,
     choose,
 )
 
 KINDS = {"all", "exact", "filtered", "clusters", "postfilter", "scan", "none"}
+assert KINDS == {str(k) for k in PlanKind}
 NO_KNOB_KINDS = {"exact", "none", "scan", "clusters"}
 IVF_DEFAULT = 12
 
@@ -70,24 +72,37 @@ def indexed_range(matches: int, live: int) -> None:
     assert matches > EXACT_ROWS and matches / live >= EXACT_FRACTION
 
 
+def plan_for(matches, live, width, index, knob, **kw):
+    """``choose`` with the user's ``knob`` given as the index's own parameter (ef for a graph, nprobe for IVF)."""
+    if index is not None and index.knob == "nprobe":
+        return choose(matches, live, width, index, nprobe=knob, **kw)
+    return choose(matches, live, width, index, ef=knob, **kw)
+
+
+def knob_of(plan):
+    """The ef or nprobe a plan sets (a plan never sets both)."""
+    assert plan.ef is None or plan.nprobe is None
+    return plan.ef if plan.ef is not None else plan.nprobe
+
+
 # -- no filter, no match, no index --------------------------------------------------------------------------
 def test_no_filter_plans_all_with_the_given_knob(graph, ivf):
-    plan = choose(None, 1_000, 10, None, None)
-    assert (plan.kind, plan.matches, plan.live, plan.knob, plan.fallback) == ("all", 1_000, 1_000, None, None)
-    assert choose(None, 1_000, 10, None, 77).knob is None  # no index: no knob
-    assert choose(None, 1_000, 10, StubIndex("graph", "ef", rows=0), 77).knob is None  # an empty index is none
-    assert choose(None, 1_000, 10, graph, 77).knob == 77
-    assert choose(None, 1_000, 10, ivf, 5).knob == 5
+    plan = plan_for(None, 1_000, 10, None, None)
+    assert (plan.kind, plan.matches, plan.live, knob_of(plan), plan.fallback) == ("all", 1_000, 1_000, None, None)
+    assert knob_of(plan_for(None, 1_000, 10, None, 77)) is None  # no index: no knob
+    assert knob_of(plan_for(None, 1_000, 10, StubIndex("graph", "ef", rows=0), 77)) is None  # an empty index is none
+    assert knob_of(plan_for(None, 1_000, 10, graph, 77)) == 77
+    assert knob_of(plan_for(None, 1_000, 10, ivf, 5)) == 5
     # no knob given: the plan leaves it to the index, which picks its default for the search's own width
-    assert choose(None, 1_000, 10, graph, None).knob is None
-    assert choose(None, 1_000, 10, graph, None, clustered=True).kind == "all"
+    assert knob_of(plan_for(None, 1_000, 10, graph, None)) is None
+    assert plan_for(None, 1_000, 10, graph, None, clustered=True).kind == "all"
 
 
 @pytest.mark.parametrize("index", ["none", "empty", "graph", "ivf"])
 @pytest.mark.parametrize("clustered", [False, True])
 def test_no_match_plans_none(index, clustered):
-    plan = choose(0, 1_000_000, 10, make_index(index), 50, clustered=clustered)
-    assert (plan.kind, plan.matches, plan.live, plan.knob, plan.fallback) == ("none", 0, 1_000_000, None, None)
+    plan = plan_for(0, 1_000_000, 10, make_index(index), 50, clustered=clustered)
+    assert (plan.kind, plan.matches, plan.live, knob_of(plan), plan.fallback) == ("none", 0, 1_000_000, None, None)
 
 
 @pytest.mark.parametrize("index", ["none", "empty"])
@@ -97,8 +112,8 @@ def test_flat_collection_scans_a_subset_below_the_fraction_else_everything(index
     at = math.ceil(FLAT_SUBSET_FRACTION * live)
     assert (at - 1) / live < FLAT_SUBSET_FRACTION <= at / live and at - 1 > EXACT_ROWS
     for matches, kind in [(1, "exact"), (at - 1, "exact"), (at, "scan"), (live, "scan")]:
-        plan = choose(matches, live, 10, make_index(index), 64, clustered=clustered)
-        assert (plan.kind, plan.matches, plan.live, plan.knob) == (kind, matches, live, None), matches
+        plan = plan_for(matches, live, 10, make_index(index), 64, clustered=clustered)
+        assert (plan.kind, plan.matches, plan.live, knob_of(plan)) == (kind, matches, live, None), matches
 
 
 # -- clusters and exact ------------------------------------------------------------------------------------
@@ -106,18 +121,18 @@ def test_flat_collection_scans_a_subset_below_the_fraction_else_everything(index
 def test_clustered_tenant_above_exact_rows_scans_its_clusters(name):
     index = make_index(name)
     for live in (EXACT_ROWS + 1, 10**9):  # a tenant the whole collection, or a tiny share of it
-        plan = choose(EXACT_ROWS + 1, live, 10, index, 64, clustered=True)
-        assert (plan.kind, plan.knob, plan.fallback) == ("clusters", None, None)
-    assert choose(EXACT_ROWS, EXACT_ROWS, 10, index, 64, clustered=True).kind == "exact"
-    assert choose(EXACT_ROWS + 1, EXACT_ROWS + 1, 10, index, 64).kind != "clusters"
+        plan = plan_for(EXACT_ROWS + 1, live, 10, index, 64, clustered=True)
+        assert (plan.kind, knob_of(plan), plan.fallback) == ("clusters", None, None)
+    assert plan_for(EXACT_ROWS, EXACT_ROWS, 10, index, 64, clustered=True).kind == "exact"
+    assert plan_for(EXACT_ROWS + 1, EXACT_ROWS + 1, 10, index, 64).kind != "clusters"
 
 
 @pytest.mark.parametrize("name", ["graph", "ivf"])
 def test_few_matches_are_scanned_exactly(name):
     index = make_index(name)
     for matches in (1, EXACT_ROWS // 2, EXACT_ROWS):
-        plan = choose(matches, matches, 10, index, 64)  # every row matches, but there are few
-        assert (plan.kind, plan.matches, plan.knob, plan.fallback) == ("exact", matches, None, None)
+        plan = plan_for(matches, matches, 10, index, 64)  # every row matches, but there are few
+        assert (plan.kind, plan.matches, knob_of(plan), plan.fallback) == ("exact", matches, None, None)
 
 
 @pytest.mark.parametrize("name", ["graph", "ivf"])
@@ -126,15 +141,15 @@ def test_a_small_fraction_is_scanned_exactly(name):
     matches = EXACT_ROWS + 1
     live = math.floor(matches / EXACT_FRACTION) + 1
     assert matches / live < EXACT_FRACTION
-    plan = choose(matches, live, 10, index, 64)
-    assert (plan.kind, plan.knob) == ("exact", None)
+    plan = plan_for(matches, live, 10, index, 64)
+    assert (plan.kind, knob_of(plan)) == ("exact", None)
 
 
 def test_exactly_the_exact_fraction_goes_to_the_index(ivf):
     matches = 100 * (EXACT_ROWS + 1)
     live = round(matches / EXACT_FRACTION)
     assert matches / live == EXACT_FRACTION
-    assert choose(matches, live, 10, ivf, 8).kind == "filtered"
+    assert plan_for(matches, live, 10, ivf, 8).kind == "filtered"
 
 
 # -- IVF ---------------------------------------------------------------------------------------------------
@@ -149,10 +164,10 @@ def test_ivf_widens_nprobe_and_post_filters_from_the_fraction(ivf, knob):
     cases = [(quarter, "filtered"), (below, "filtered"), (at, "postfilter"), (live, "postfilter")]
     for matches, kind in cases:
         indexed_range(matches, live)
-        plan = choose(matches, live, 10, ivf, knob)
+        plan = plan_for(matches, live, 10, ivf, knob)
         s = matches / live
-        assert (plan.kind, plan.knob, plan.fallback) == (kind, math.ceil(given_knob / math.sqrt(s)), None), matches
-    assert choose(live, live, 10, ivf, knob).knob == given_knob  # every row matches: nothing to widen
+        assert (plan.kind, knob_of(plan), plan.fallback) == (kind, math.ceil(given_knob / math.sqrt(s)), None), matches
+    assert knob_of(plan_for(live, live, 10, ivf, knob)) == given_knob  # every row matches: nothing to widen
 
 
 # -- graph -------------------------------------------------------------------------------------------------
@@ -164,18 +179,18 @@ def test_graph_post_filters_a_broad_filter(graph, knob, width):
     ef = graph.default_knob(width) if knob is None else knob
     walk, post = walk_ef(ef, s), post_ef(ef, width, s)
     assert post <= POST_BEAM * walk and matches > POST_ROWS_PER_EF * post
-    plan = choose(matches, live, width, graph, knob)
-    assert (plan.kind, plan.matches, plan.live, plan.knob) == ("postfilter", matches, live, post)
+    plan = plan_for(matches, live, width, graph, knob)
+    assert (plan.kind, plan.matches, plan.live, knob_of(plan)) == ("postfilter", matches, live, post)
     assert plan.fallback == (max(width, math.ceil(s * post / 2)), walk)
-    assert plan.knob >= ef and plan.fallback[1] >= ef and plan.fallback[0] >= width
+    assert knob_of(plan) >= ef and plan.fallback[1] >= ef and plan.fallback[0] >= width
 
 
 def test_graph_post_filter_beam_follows_the_width(graph):
     live, matches, ef, width = 1_000_000, 900_000, 200, 100  # POST_DEPTH * width / s beats ef / sqrt(s)
     s = matches / live
     assert POST_DEPTH * width / s > ef / math.sqrt(s) and post_ef(ef, width, s) <= POST_BEAM * walk_ef(ef, s)
-    plan = choose(matches, live, width, graph, ef)
-    assert plan.kind == "postfilter" and plan.knob == math.ceil(POST_DEPTH * width / s)
+    plan = plan_for(matches, live, width, graph, ef)
+    assert plan.kind == "postfilter" and knob_of(plan) == math.ceil(POST_DEPTH * width / s)
 
 
 def test_graph_walks_matching_rows_when_post_filtering_needs_too_wide_a_beam(graph):
@@ -184,8 +199,8 @@ def test_graph_walks_matching_rows_when_post_filtering_needs_too_wide_a_beam(gra
     s = matches / live
     walk, post = walk_ef(ef, s), post_ef(ef, width, s)
     assert post > POST_BEAM * walk and matches > ROWS_PER_EF * walk
-    plan = choose(matches, live, width, graph, ef)
-    assert (plan.kind, plan.knob, plan.fallback) == ("filtered", walk, None)
+    plan = plan_for(matches, live, width, graph, ef)
+    assert (plan.kind, knob_of(plan), plan.fallback) == ("filtered", walk, None)
 
 
 def test_graph_scans_exactly_when_cheaper_than_a_post_filtering_walk(graph):
@@ -194,7 +209,7 @@ def test_graph_scans_exactly_when_cheaper_than_a_post_filtering_walk(graph):
     s = matches / live
     post = post_ef(ef, width, s)
     assert post <= POST_BEAM * walk_ef(ef, s) and matches <= POST_ROWS_PER_EF * post
-    assert (choose(matches, live, width, graph, ef).kind, choose(matches, live, width, graph, ef).knob) == (
+    assert (plan_for(matches, live, width, graph, ef).kind, knob_of(plan_for(matches, live, width, graph, ef))) == (
         "exact", None)
 
 
@@ -204,8 +219,8 @@ def test_graph_scans_exactly_when_cheaper_than_a_filtered_walk(graph):
     s = matches / live
     walk = walk_ef(ef, s)
     assert post_ef(ef, width, s) > POST_BEAM * walk and matches <= ROWS_PER_EF * walk
-    plan = choose(matches, live, width, graph, ef)
-    assert (plan.kind, plan.knob, plan.fallback) == ("exact", None, None)
+    plan = plan_for(matches, live, width, graph, ef)
+    assert (plan.kind, knob_of(plan), plan.fallback) == ("exact", None, None)
 
 
 def test_graph_exact_until_the_matches_exceed_the_walks_cost(graph):
@@ -216,7 +231,7 @@ def test_graph_exact_until_the_matches_exceed_the_walks_cost(graph):
         s = matches / live
         post = post_ef(ef, width, s)
         assert post <= POST_BEAM * walk_ef(ef, s)
-        plan = choose(matches, live, width, graph, ef)
+        plan = plan_for(matches, live, width, graph, ef)
         assert plan.kind == ("exact" if matches <= POST_ROWS_PER_EF * post else "postfilter"), matches
         kinds.add(plan.kind)
     assert kinds == {"exact", "postfilter"}
@@ -224,26 +239,27 @@ def test_graph_exact_until_the_matches_exceed_the_walks_cost(graph):
 
 # -- Plan ----------------------------------------------------------------------------------------------------
 def test_plan_selectivity_and_dict(graph):
-    plan = choose(500_000, 1_000_000, 10, graph, 64)
+    plan = plan_for(500_000, 1_000_000, 10, graph, 64)
     assert plan.selectivity == 0.5
     d = plan.as_dict()
-    assert set(d) == {"kind", "matches", "live", "knob", "reason", "fallback", "selectivity"}
-    assert d == {"kind": plan.kind, "matches": plan.matches, "live": plan.live, "knob": plan.knob,
+    assert set(d) == {"kind", "matches", "live", "ef", "nprobe", "reason", "fallback", "selectivity"}
+    assert d == {"kind": "postfilter", "matches": plan.matches, "live": plan.live, "ef": plan.ef, "nprobe": None,
                  "reason": plan.reason, "fallback": plan.fallback, "selectivity": 0.5}
+    assert type(d["kind"]) is str  # the enum's value: explain() output is plain JSON
     assert isinstance(d["reason"], str) and d["reason"]
     assert json.loads(json.dumps(d))["fallback"] == list(plan.fallback)  # explain() hands it out as JSON
-    assert choose(250, 1_000, 10, None, None).selectivity == 0.25
-    assert choose(None, 1_000, 10, None, None).selectivity == 1.0
+    assert plan_for(250, 1_000, 10, None, None).selectivity == 0.25
+    assert plan_for(None, 1_000, 10, None, None).selectivity == 1.0
 
 
 def test_plan_selectivity_of_no_live_rows_is_zero():
-    plan = choose(None, 0, 10, None, None)
+    plan = plan_for(None, 0, 10, None, None)
     assert plan.selectivity == 0.0 and plan.as_dict()["selectivity"] == 0.0
-    assert Plan("none", 0, 0, None, "nothing").as_dict()["selectivity"] == 0.0
+    assert Plan(PlanKind.NONE, 0, 0, "nothing").as_dict()["selectivity"] == 0.0
 
 
 def test_plan_is_frozen():
-    plan = Plan("exact", 3, 10, None, "few")
+    plan = Plan(PlanKind.EXACT, 3, 10, "few")
     with pytest.raises(dataclasses.FrozenInstanceError):
         plan.kind = "all"  # type: ignore[misc]
 
@@ -261,24 +277,28 @@ def test_plan_is_frozen():
 def test_any_plan_is_well_formed(live, data, width, knob, index_name, clustered):
     matches = data.draw(st.none() | st.integers(0, live) | st.integers(max(0, live - 10), live), label="matches")
     index = make_index(index_name)
-    plan = choose(matches, live, width, index, knob, clustered=clustered)
+    plan = plan_for(matches, live, width, index, knob, clustered=clustered)
 
     assert plan.kind in KINDS
+    if index is not None and index.knob == "ef":  # a plan names the knob of its own index only
+        assert plan.nprobe is None
+    else:
+        assert plan.ef is None
     assert plan.matches == (live if matches is None else matches) and plan.live == live
     assert 0.0 <= plan.selectivity <= 1.0
     assert (plan.kind == "all") == (matches is None)
     assert (plan.kind == "none") == (matches == 0)
     if plan.kind in NO_KNOB_KINDS:
-        assert plan.knob is None and plan.fallback is None
+        assert knob_of(plan) is None and plan.fallback is None
     if index is None or not index.rows:
-        assert plan.knob is None and plan.kind in {"all", "none", "exact", "scan"}
+        assert knob_of(plan) is None and plan.kind in {"all", "none", "exact", "scan"}
     else:
         assert plan.kind != "scan"
         given_knob = index.default_knob(width) if knob is None else knob
         if plan.kind != "all":
-            assert plan.knob is None or plan.knob >= given_knob
+            assert knob_of(plan) is None or knob_of(plan) >= given_knob
         else:
-            assert plan.knob == knob
+            assert knob_of(plan) == knob
     if plan.kind == "clusters":
         assert clustered and matches > EXACT_ROWS
     if plan.fallback is not None:
@@ -286,4 +306,4 @@ def test_any_plan_is_well_formed(live, data, width, knob, index_name, clustered)
         min_live, walk = plan.fallback
         assert min_live >= width and walk >= (index.default_knob(width) if knob is None else knob)
     if plan.kind in {"filtered", "postfilter"}:
-        assert plan.knob is not None and matches > EXACT_ROWS and matches / live >= EXACT_FRACTION
+        assert knob_of(plan) is not None and matches > EXACT_ROWS and matches / live >= EXACT_FRACTION

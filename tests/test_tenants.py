@@ -347,5 +347,5 @@ def test_explain_shows_a_tenant_its_own_numbers_only(tmp_path):
         for where in (None, {"v": 1}):
             plan = col.explain(where=where, tenant="acme", ef=40)
             assert plan["live"] == 12 and plan["matches"] == (12 if where is None else 4)
-            assert plan["selectivity"] == plan["matches"] / 12 and plan["knob"] is None
+            assert plan["selectivity"] == plan["matches"] / 12 and plan["ef"] is None and plan["nprobe"] is None
             assert "1512" not in str(plan) and "1500" not in str(plan) and "%" not in plan["reason"]

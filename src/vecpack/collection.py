@@ -20,6 +20,7 @@ import numpy as np
 
 from vecpack import tenants, validate
 from vecpack.errors import Conflict, CorruptData, InvalidInput
+from vecpack.index import IndexKind
 from vecpack.query import filters
 from vecpack.query.columns import Fields
 from vecpack.query.execute import Hit, Reader, Record, SearchParams
@@ -50,7 +51,8 @@ class Collection:
         self._store = Store(self.path, memory_map=memory_map)
         settings = self._store.settings
         self.name, self.dim, self.metric = settings.name, settings.dim, settings.metric
-        self.seal_rows, self.index_kind, self.index_params = settings.seal_rows, settings.index, settings.index_params
+        self.seal_rows, self.index_params = settings.seal_rows, settings.index_params
+        self.index_kind = IndexKind(settings.index)
         self.multi_tenant = settings.multi_tenant
         #: the collection's tenants (``create`` / ``drop`` / ``list`` / ``set_active``)
         self.tenants = tenants.Tenants(self._store)
@@ -342,7 +344,7 @@ class Collection:
                 "compression_ratio": 4 * self.dim / seg.codec.code_size,
                 "rows": seg.n_rows, "sealed_rows": seg.sealed, "growing_rows": seg.n_rows - seg.sealed,
                 "deleted_rows": seg.n_rows - seg.n_live,
-                "index": self.index_kind, "indexed_rows": seg.index.rows if seg.index is not None else 0,
+                "index": str(self.index_kind), "indexed_rows": seg.index.rows if seg.index is not None else 0,
                 "index_bytes": memory["index"], "field_index_bytes": self.fields.columns.nbytes,
                 "tenant_bytes": tenant_bytes,
                 "memory_bytes": sum(memory.values()) + self.fields.columns.nbytes + self.tenants.rows.nbytes,

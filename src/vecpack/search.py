@@ -67,10 +67,11 @@ def search_rows(
     q: np.ndarray,
     k: int,
     data: ScanData,
-    live: np.ndarray,
+    allowed: np.ndarray,
     *,
     index: Index | None = None,
-    knob: int | None = None,
+    ef: int | None = None,
+    nprobe: int | None = None,
     filtered: bool = False,
     fallback: tuple[int, int] | None = None,
     layout: np.ndarray | None = None,
@@ -82,12 +83,12 @@ def search_rows(
     q : float32 (m, d), already unit norm for cosine.
     data : the rows; those past ``index.rows`` (all of them without an index) and below the sealed rows are
         scanned flat through their codes.
-    live : uint8 (n,), 0 = deleted.
-    index : searched for rows 0 .. index.rows-1 with its knob (ef / nprobe; None = its default).
-    filtered : ``live`` is a selective filter: the index searches through passing rows only
+    allowed : uint8 (n,), the rows that may be returned (0 = deleted, or not passing a filter).
+    index : searched for rows 0 .. index.rows-1 with ``ef`` (a graph) or ``nprobe`` (IVF); None = its default.
+    filtered : ``allowed`` is a selective filter: the index searches through passing rows only
         (``planner``'s "filtered" plan).
-    fallback : (min_live, walk_knob): ``live`` is a filter searched as usual, and queries whose index
-        search finds fewer than min_live passing rows search it again ``filtered`` (``Index.search``).
+    fallback : (min_allowed, walk_ef): ``allowed`` is a filter searched as usual, and queries whose index
+        search finds fewer than min_allowed passing rows search it again ``filtered`` (``Index.search``).
     layout : the codec's ``scan_layout`` of ``codes``, scanned instead of them when no index is given.
     Similarities are <q, x>, cosine, or -||q - x||^2 for l2.
     """
@@ -97,6 +98,7 @@ def search_rows(
     indexed = index.rows if index is not None else 0
     if indexed:
         refine = codec.refine_pool(k)
+        knob = ef if index.knob == "ef" else nprobe  # the one the index reads
         if refine and index.knob == "ef":
             # a graph's beam is at hand: re-score all of it (costs no hops); widening the beam to the
             # codec's refine pool instead would cost hops (ef 100 runs 3-4x slower than ef 16-24)
@@ -106,7 +108,7 @@ def search_rows(
             pool = max(width, refine)
             knob = index.check_knob(knob, pool)
         probe = codec.probe(q)
-        found = index.search(q, probe, codes[:indexed], live, pool, knob, filtered=filtered, fallback=fallback)
+        found = index.search(q, probe, codes[:indexed], allowed, pool, knob, filtered=filtered, fallback=fallback)
         if refine:  # a two-level codec: the index ranked by its first level; re-score with both
             fine = codec.refine_probe(probe)
             found = refine_rows(fine.kind, fine.qf, fine.qw, fine.view(codes), found[1], width)
@@ -116,10 +118,10 @@ def search_rows(
     if indexed:
         merge_candidates(*found, *heaps)
     if sealed > indexed:
-        scan_codes(codec.scorer(q), codes[indexed:], indexed, live[indexed:sealed], heaps,
+        scan_codes(codec.scorer(q), codes[indexed:], indexed, allowed[indexed:sealed], heaps,
                    layout if not indexed else None)
     if vectors.shape[0] > sealed:
-        scan_exact(q, vectors[sealed:], sealed, live[sealed:], data.metric, heaps)
+        scan_exact(q, vectors[sealed:], sealed, allowed[sealed:], data.metric, heaps)
     return _finish(q, k, heaps, data)
 
 

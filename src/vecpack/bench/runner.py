@@ -8,6 +8,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,30 @@ class _Steps:
             self.progress.stop()
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What every measurement of one benchmark run shares: the dataset, the timed batch, k, thread counts, the
+    re-rank sweep, the timer, the quality function, the progress steps and FAISS (None without peers)."""
+
+    ds: Dataset
+    batch: np.ndarray
+    k: int
+    threads: list[int]
+    sweep: list[int]
+    timer: Timer
+    evaluate: Callable[[np.ndarray], dict[str, Any]]
+    steps: _Steps
+    faiss: Any
+
+    def qps(self, fn: Callable[[], Any]) -> dict[str, float]:
+        """Queries per second of ``fn`` (one call answers the timed batch), per thread count."""
+        out = {}
+        for t in self.threads:
+            with limit_threads(t, self.faiss):
+                out[str(t)] = _r(len(self.batch) / self.timer(fn), 1)
+        return out
+
+
 def run_benchmark(
     dataset: str,
     out_dir: Path,
@@ -152,14 +177,11 @@ def run_benchmark(
             evaluate = _evaluator(ds, truth, k)
             result = _new_result(ds, k, n_queries, threads, timing, evaluate(truth), notes)
 
+        run = _Run(ds, batch, k, threads, sweep_base, timer, evaluate, steps, faiss)
         for spec in specs:
-            result["codecs"].append(
-                _measure_codec(spec, ds, batch, k, threads, sweep_base, timer, evaluate, steps, faiss)
-            )
+            result["codecs"].append(_measure_codec(spec, run))
         if faiss is not None:
-            result["peers"] = _measure_peers(
-                faiss, ds, specs, families, batch, k, threads, sweep_base, timer, evaluate, steps
-            )
+            result["peers"] = _measure_peers(run, specs, families)
             result["comparisons"] = _compare(result)
 
         _note_thread_scaling(result, threads, notes)
@@ -234,32 +256,20 @@ def _new_result(
     }
 
 
-def _measure_peers(
-    faiss: Any,
-    ds: Dataset,
-    specs: list[str],
-    families: set[str],
-    batch: np.ndarray,
-    k: int,
-    threads: list[int],
-    sweep: list[int],
-    timer: Timer,
-    evaluate: Callable[[np.ndarray], dict[str, Any]],
-    steps: _Steps,
-) -> list[dict[str, Any]]:
+def _measure_peers(run: _Run, specs: list[str], families: set[str]) -> list[dict[str, Any]]:
     """One FAISS flat peer per codec family in ``families`` (in FAMILY_ORDER; pq only when a pq spec sets its
     size), each built and measured in its own step, re-ranked at the sweep depths and the codecs' default."""
+    ds = run.ds
     n, d = ds.corpus.shape
     pq_m = next((make_codec(s, d, "ip").code_size for s in specs if s.startswith("pq")), None)
-    sweep_peer = sorted({r for r in sweep if r <= n} | {_default_rerank(specs, d, ds.metric, k)})
-    built = peers_mod.build_peers(faiss, ds.corpus, ds.metric, pq_m, families, sweep_peer)
+    sweep_peer = sorted({r for r in run.sweep if r <= n} | {_default_rerank(specs, d, ds.metric, run.k)})
+    built = peers_mod.build_peers(run.faiss, ds.corpus, ds.metric, pq_m, families, sweep_peer)
     measured = []
     for fam in [f for f in FAMILY_ORDER if f in families]:
         if fam == "pq" and not pq_m:
             continue
-        with steps.step(f"FAISS {fam}"):
-            peer = next(built)
-            measured.append(_measure_peer(peer, ds.queries, batch, k, threads, timer, evaluate, faiss))
+        with run.steps.step(f"FAISS {fam}"):
+            measured.append(_measure_peer(next(built), run))
     return measured
 
 
@@ -354,26 +364,10 @@ def _evaluator(ds: Any, truth: np.ndarray, k: int) -> Callable[[np.ndarray], dic
     return evaluate
 
 
-def _qps(fn: Callable[[], Any], n: int, threads: list[int], timer: Timer, faiss: Any) -> dict[str, float]:
-    out = {}
-    for t in threads:
-        with limit_threads(t, faiss):
-            out[str(t)] = _r(n / timer(fn), 1)
-    return out
-
-
-def _measure_codec(
-    spec: str,
-    ds: Any,
-    batch: np.ndarray,
-    k: int,
-    threads: list[int],
-    sweep: list[int],
-    timer: Timer,
-    evaluate: Callable[[np.ndarray], dict[str, Any]],
-    steps: _Steps,
-    faiss: Any,
-) -> dict[str, Any]:
+def _measure_codec(spec: str, run: _Run) -> dict[str, Any]:
+    """One codec: fit + encode, scan-level quality and QPS at each re-rank depth, then end to end through a
+    collection at its default and without re-ranking."""
+    ds, batch, k, evaluate, steps = run.ds, run.batch, run.k, run.evaluate, run.steps
     n, d = ds.corpus.shape
     metric = ds.metric
     with steps.step(f"vecpack {spec}: fit + encode, scan level"):
@@ -381,7 +375,7 @@ def _measure_codec(
         codec = enc.codec
         default = 0 if codec.exact else codec.default_rerank(k)
         # codecs that re-rank by default get the sweep (for the Pareto curve); the others run as configured
-        reranks = sorted({r for r in sweep if r <= n} | {0, default}) if default else [0]
+        reranks = sorted({r for r in run.sweep if r <= n} | {0, default}) if default else [0]
         live = np.ones(n, dtype=np.uint8)
         runs = []
         for r in reranks:
@@ -395,21 +389,21 @@ def _measure_codec(
                     "rerank": r,
                     "recall@k": _r(quality["recall@k"]),
                     "ndcg@k": _r(quality["ndcg@k"]),
-                    "qps": _qps(fn, len(batch), threads, timer, faiss),
+                    "qps": run.qps(fn),
                 }
             )
     with steps.step(f"vecpack {spec}: collection, end to end"):
         cut = ours.CollectionUnderTest(spec, ds.corpus, ds.corpus_ids, metric)
         try:
             stats = cut.stats()
-            for run in runs:
-                r = run["rerank"]
+            for point in runs:
+                r = point["rerank"]
                 if r not in (0, default):
                     continue
                 hits = cut.search(ds.queries, k, r)
                 e2e = evaluate(cut.rows(hits, k))
-                run["recall@k_e2e"] = _r(e2e["recall@k"])
-                run["qps_e2e"] = _qps(lambda r=r: cut.search(batch, k, r), len(batch), threads, timer, faiss)
+                point["recall@k_e2e"] = _r(e2e["recall@k"])
+                point["qps_e2e"] = run.qps(lambda r=r: cut.search(batch, k, r))
             add_s, optimize_s = cut.add_s, cut.optimize_s
         finally:
             cut.close()
@@ -432,16 +426,9 @@ def _measure_codec(
     }
 
 
-def _measure_peer(
-    peer: peers_mod.Peer,
-    queries: np.ndarray,
-    batch: np.ndarray,
-    k: int,
-    threads: list[int],
-    timer: Timer,
-    evaluate: Callable[[np.ndarray], dict[str, Any]],
-    faiss: Any,
-) -> dict[str, Any]:
+def _measure_peer(peer: peers_mod.Peer, run: _Run) -> dict[str, Any]:
+    """One built FAISS peer: quality and QPS at each of its re-rank depths."""
+    batch, k = run.batch, run.k
     d = batch.shape[1]
     runs = []
     for r in peer.reranks:
@@ -449,13 +436,13 @@ def _measure_peer(
         def fn(q: np.ndarray = batch, r: int = r) -> np.ndarray:
             return peer.search(q, k, r)
 
-        quality = evaluate(fn(queries))
+        quality = run.evaluate(fn(run.ds.queries))
         runs.append(
             {
                 "rerank": r,
                 "recall@k": _r(quality["recall@k"]),
                 "ndcg@k": _r(quality["ndcg@k"]),
-                "qps": _qps(fn, len(batch), threads, timer, faiss),
+                "qps": run.qps(fn),
             }
         )
     return {

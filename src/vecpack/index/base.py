@@ -16,6 +16,7 @@ import os
 import shutil
 import zlib
 from abc import ABC, abstractmethod
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,12 +28,20 @@ from vecpack.errors import CorruptData, InvalidInput
 from vecpack.storage.files import fsync_dir
 
 
+class IndexKind(StrEnum):
+    """A collection's index (``Collection.index_kind``): none (every code scanned), a graph, or IVF lists."""
+
+    FLAT = "flat"
+    GRAPH = "graph"
+    IVF = "ivf"
+
+
 class Index(ABC):
     """A search structure over rows 0 .. rows-1; ``params`` are its build parameters (JSON-able, with the
     codec metric "ip" or "l2" under "metric")."""
 
-    kind: ClassVar[str]
-    #: name of the search-time knob ("ef", "nprobe")
+    kind: ClassVar[IndexKind]
+    #: name of the search-time parameter ("ef" for a graph, "nprobe" for IVF): ``search``'s ``knob``
     knob: ClassVar[str]
 
     def __init__(self, rows: int, params: dict[str, Any]) -> None:
@@ -50,17 +59,18 @@ class Index(ABC):
 
     @abstractmethod
     def search(
-        self, q: np.ndarray, probe: Probe, codes: np.ndarray, live: np.ndarray, k_out: int, knob: int,
+        self, q: np.ndarray, probe: Probe, codes: np.ndarray, allowed: np.ndarray, k_out: int, knob: int,
         *, filtered: bool = False, fallback: tuple[int, int] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Best k_out live candidates per query, best first: scores float32 / rows int64 (m, k_out), -1 = none.
+        """Best k_out allowed candidates per query, best first: scores float32 / rows int64 (m, k_out), -1 = none.
 
         q : float32 (m, d) prepared queries; probe : the same queries described by the codec;
-        codes : the collection's codes of rows 0 .. rows-1; live : uint8 by row.
-        filtered : ``live`` passes few rows (a filter): search through them only, where the
-            structure allows it (graph); an index whose scan checks ``live`` anyway ignores it.
-        fallback : (min_live, walk_knob), post-filtering ``live``: a query whose search found fewer than
-            min_live passing rows is searched again as ``filtered`` with walk_knob (graph; others ignore it).
+        codes : the collection's codes of rows 0 .. rows-1; allowed : uint8 by row, 0 = not to be returned
+        (deleted, or not passing a filter); knob : the index's ``knob`` (a graph's ef, IVF's nprobe).
+        filtered : ``allowed`` passes few rows (a filter): search through them only, where the
+            structure allows it (graph); an index whose scan checks ``allowed`` anyway ignores it.
+        fallback : (min_allowed, walk_ef), post-filtering ``allowed``: a query whose search found fewer than
+            min_allowed passing rows is searched again as ``filtered`` with walk_ef (graph; others ignore it).
         """
 
     @abstractmethod

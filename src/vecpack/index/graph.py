@@ -18,7 +18,7 @@ import numpy as np
 from vecpack.codecs.base import Probe, inliers
 from vecpack.codecs.scalar import Int8Codec
 from vecpack.errors import CorruptData, InvalidInput
-from vecpack.index.base import Index, with_defaults
+from vecpack.index.base import Index, IndexKind, with_defaults
 from vecpack.kernels.graph import add_reverse_edges, graph_search, insert_batch, repair_deleted, trim_rows
 from vecpack.kernels.probe import kind_token
 
@@ -57,7 +57,7 @@ def graph_params(params: dict[str, Any]) -> dict[str, Any]:
 
 
 class GraphIndex(Index):
-    kind = "graph"
+    kind = IndexKind.GRAPH
     knob = "ef"
 
     def __init__(self, rows: int, params: dict[str, Any], graph: np.ndarray, entry: int, seeds: np.ndarray) -> None:
@@ -112,41 +112,41 @@ class GraphIndex(Index):
             size = min(2 * size, max_batch)
         self.graph = trim_rows(x, graph, alpha2, degree)
 
-    def search(self, q, probe: Probe, codes, live, k_out, knob, *, filtered=False, fallback=None):
-        """Beam search of width max(knob, k_out); queries left with fewer than k_out live rows (deleted
-        rows fill their pools) are searched again with a doubled width, up to MAX_EF_GROWTH times.
-        ``filtered``: the beam holds only live rows and starts from the live seeds plus up to
-        FILTER_ENTRIES sampled live rows.
-        ``fallback`` = (min_live, walk_ef) post-filters (``live`` is a filter's bitmap): one beam of width
-        knob through every row; a query whose beam holds fewer than min_live passing rows (the filter
-        passes few rows near it) is searched again as ``filtered`` with width walk_ef."""
+    def search(self, q, probe: Probe, codes, allowed, k_out, knob, *, filtered=False, fallback=None):
+        """Beam search of width max(knob (= ef), k_out); queries left with fewer than k_out allowed rows
+        (deleted or filtered-out rows fill their pools) are searched again with a doubled width, up to
+        MAX_EF_GROWTH times. ``filtered``: the beam holds only allowed rows and starts from the allowed
+        seeds plus up to FILTER_ENTRIES sampled allowed rows.
+        ``fallback`` = (min_allowed, walk_ef) post-filters (``allowed`` is a filter's bitmap): one beam of
+        width ef through every row; a query whose beam holds fewer than min_allowed passing rows (the
+        filter passes few rows near it) is searched again as ``filtered`` with width walk_ef."""
         if fallback is None:
-            return self._search(probe, codes, live, k_out, knob, filtered)
-        min_live, walk_ef = fallback
-        width = max(k_out, min_live)
+            return self._search(probe, codes, allowed, k_out, knob, filtered)
+        min_allowed, walk_ef = fallback
+        width = max(k_out, min_allowed)
         scores, rows = graph_search(probe.kind, probe.qf, probe.qw, probe.view(codes), self.graph, self._entries,
-                                    max(knob, width), live, width)
-        sparse = np.flatnonzero(rows[:, min_live - 1] < 0)
+                                    max(knob, width), allowed, width)
+        sparse = np.flatnonzero(rows[:, min_allowed - 1] < 0)
         scores, rows = scores[:, :k_out].copy(), rows[:, :k_out].copy()
         if sparse.size:
-            scores[sparse], rows[sparse] = self._search(probe.subset(sparse), codes, live, k_out, walk_ef, True)
+            scores[sparse], rows[sparse] = self._search(probe.subset(sparse), codes, allowed, k_out, walk_ef, True)
         return scores, rows
 
-    def _search(self, probe: Probe, codes, live, k_out, knob, filtered):
+    def _search(self, probe: Probe, codes, allowed, k_out, ef, filtered):
         entries = self._entries
         if filtered:  # start from passing seeds and passing rows sampled across the graph (every island of them)
             draws = np.random.default_rng(0).integers(0, self.rows, min(FILTER_DRAWS, 64 * self.rows))
-            entries = np.unique(np.concatenate([entries, draws[live[draws] != 0][:FILTER_ENTRIES]]))
-            entries = entries[live[entries] != 0]
+            entries = np.unique(np.concatenate([entries, draws[allowed[draws] != 0][:FILTER_ENTRIES]]))
+            entries = entries[allowed[entries] != 0]
             if entries.size == 0:
-                allowed = np.flatnonzero(live[: self.rows])
-                if allowed.size == 0:
+                passing = np.flatnonzero(allowed[: self.rows])
+                if passing.size == 0:
                     m = probe.qf.shape[0]
                     return np.full((m, k_out), -np.inf, np.float32), np.full((m, k_out), -1)
-                entries = allowed[:FILTER_ENTRIES]
+                entries = passing[:FILTER_ENTRIES]
         codes = probe.view(codes)
-        ef = max(knob, k_out)
-        scores, rows = graph_search(probe.kind, probe.qf, probe.qw, codes, self.graph, entries, ef, live, k_out,
+        ef = max(ef, k_out)
+        scores, rows = graph_search(probe.kind, probe.qf, probe.qw, codes, self.graph, entries, ef, allowed, k_out,
                                     filtered)
         for _ in range(MAX_EF_GROWTH):
             short = np.flatnonzero(rows[:, -1] < 0)
@@ -154,7 +154,7 @@ class GraphIndex(Index):
                 break
             ef *= 2
             scores[short], rows[short] = graph_search(
-                probe.kind, probe.qf[short], probe.qw[short], codes, self.graph, entries, ef, live, k_out, filtered)
+                probe.kind, probe.qf[short], probe.qw[short], codes, self.graph, entries, ef, allowed, k_out, filtered)
         return scores, rows
 
     def compact(self, vectors, codes, live, keep):

@@ -13,7 +13,7 @@ import numpy as np
 
 from vecpack.codecs.base import Probe
 from vecpack.errors import CorruptData, InvalidInput
-from vecpack.index.base import Index, with_defaults
+from vecpack.index.base import Index, IndexKind, with_defaults
 from vecpack.kernels.ivf import ivf_scan, nearest_lists
 from vecpack.kernels.kmeans import assign, kmeans
 from vecpack.kernels.probe import kind_token
@@ -40,7 +40,7 @@ def ivf_params(params: dict[str, Any]) -> dict[str, Any]:
 
 
 class IVFIndex(Index):
-    kind = "ivf"
+    kind = IndexKind.IVF
     knob = "nprobe"
 
     def __init__(
@@ -88,24 +88,25 @@ class IVFIndex(Index):
         list_codes = np.ascontiguousarray(all_codes[order])
         return IVFIndex(n, self.params, self.centroids, offsets, all_rows[order], list_codes)
 
-    def search(self, q, probe: Probe, codes, live, k_out, knob, *, filtered=False, fallback=None):
-        """Scan the knob nearest lists; queries that found fewer than k_out live rows (small lists,
-        deleted rows) scan twice as many lists, until every list is scanned."""
-        scores, rows = self._scan(q, probe, live, k_out, knob)
+    def search(self, q, probe: Probe, codes, allowed, k_out, knob, *, filtered=False, fallback=None):
+        """Scan the knob (= nprobe) nearest lists; queries that found fewer than k_out allowed rows (small
+        lists, deleted or filtered-out rows) scan twice as many lists, until every list is scanned."""
+        nprobe = knob
+        scores, rows = self._scan(q, probe, allowed, k_out, nprobe)
         nlist = self.centroids.shape[0]
-        while knob < nlist:
+        while nprobe < nlist:
             short = np.flatnonzero(rows[:, -1] < 0)
             if short.size == 0:
                 break
-            knob = min(2 * knob, nlist)
+            nprobe = min(2 * nprobe, nlist)
             sub = Probe(probe.kind, probe.qf[short], probe.qw[short], probe.code_dtype)
-            scores[short], rows[short] = self._scan(q[short], sub, live, k_out, knob)
+            scores[short], rows[short] = self._scan(q[short], sub, allowed, k_out, nprobe)
         return scores, rows
 
-    def _scan(self, q: np.ndarray, probe: Probe, live: np.ndarray, k_out: int, nprobe: int):
+    def _scan(self, q: np.ndarray, probe: Probe, allowed: np.ndarray, k_out: int, nprobe: int):
         heaps = new_heaps(q.shape[0], k_out)
         ivf_scan(kind_token(probe.kind), probe.qf, probe.qw, probe.view(self.list_codes), self.list_rows, self.offsets,
-                 self._longest, self.nearest_lists(q, nprobe), live, *heaps)
+                 self._longest, self.nearest_lists(q, nprobe), allowed, *heaps)
         sort_heaps(*heaps)
         return heaps
 

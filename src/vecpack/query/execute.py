@@ -16,10 +16,11 @@ import numpy as np
 
 from vecpack import tenants, validate
 from vecpack.errors import Conflict, InvalidInput
+from vecpack.index import IndexKind
 from vecpack.kernels.rowset import ascending
 from vecpack.query import filters, planner
 from vecpack.query.columns import Fields
-from vecpack.query.planner import Plan
+from vecpack.query.planner import Plan, PlanKind
 from vecpack.query.selection import Selection
 from vecpack.search import ScanData, search_rows, search_subset
 from vecpack.storage.segments import Snapshot
@@ -30,12 +31,12 @@ from vecpack.tenants import Tenants
 SEARCH_TRIES = 3
 #: why each plan runs, as ``explain`` tells a tenant: in words that do not depend on the other tenants' rows
 TENANT_PLANS = {
-    "none": "none of the tenant's rows match",
-    "exact": "an exact scan of the codes of the tenant's matching rows",
-    "clusters": "the tenant's rows in the shared clusters nearest the query",
-    "postfilter": "a walk of the shared index keeping the tenant's matching rows",
-    "filtered": "a walk of the shared index through the tenant's matching rows only",
-    "scan": "a scan of every code, keeping the tenant's matching rows",
+    PlanKind.NONE: "none of the tenant's rows match",
+    PlanKind.EXACT: "an exact scan of the codes of the tenant's matching rows",
+    PlanKind.CLUSTERS: "the tenant's rows in the shared clusters nearest the query",
+    PlanKind.POSTFILTER: "a walk of the shared index keeping the tenant's matching rows",
+    PlanKind.FILTERED: "a walk of the shared index through the tenant's matching rows only",
+    PlanKind.SCAN: "a scan of every code, keeping the tenant's matching rows",
 }
 
 
@@ -74,18 +75,13 @@ class SearchParams:
         k = validate.positive_int(k, "k")
         if rerank is not None:
             rerank = validate.positive_int(rerank, "rerank", low=0, high=validate.MAX_K)
-        for name, value, kind in (("ef", ef, "graph"), ("nprobe", nprobe, "ivf")):
+        for name, value, kind in (("ef", ef, IndexKind.GRAPH), ("nprobe", nprobe, IndexKind.IVF)):
             if value is not None and index_kind != kind:
                 raise InvalidInput(f"{name} applies to {kind} indexes; collection {collection!r} has index "
-                                   f"{index_kind!r}")
+                                   f"{str(index_kind)!r}")
         ef = validate.positive_int(ef, "ef", high=validate.MAX_K) if ef is not None else None
         nprobe = validate.positive_int(nprobe, "nprobe", high=validate.MAX_K) if nprobe is not None else None
         return cls(k, rerank, ef, nprobe)
-
-    @property
-    def knob(self) -> int | None:
-        """The one of ef / nprobe the collection's index reads (``check`` allows only that one)."""
-        return self.ef if self.ef is not None else self.nprobe
 
 
 class Reader:
@@ -178,7 +174,7 @@ class Reader:
             matches = None if selection.everything else selection.count()
             codec = store.segments.codec
             width = max(params.k, codec.default_rerank(params.k) if not codec.exact else 0)
-            plan = planner.choose(matches, store.segments.n_live, width, store.segments.index, params.knob,
+            plan = planner.choose(matches, store.segments.n_live, width, store.segments.index, params.ef, params.nprobe,
                                   clustered=selection.postings is not None)
             own = self.select(tenant_no, None).count() if tenant_no is not None else None
             paths = filters.paths(node) if node else ()
@@ -186,8 +182,8 @@ class Reader:
         out = plan.as_dict()
         out["plan"] = out.pop("kind")
         if own is not None:
-            out |= {"live": own, "selectivity": plan.matches / own if own else 0.0, "knob": None, "fallback": None,
-                    "reason": TENANT_PLANS[plan.kind]}
+            out |= {"live": own, "selectivity": plan.matches / own if own else 0.0, "ef": None, "nprobe": None,
+                    "fallback": None, "reason": TENANT_PLANS[plan.kind]}
         return out | {"index": store.settings.index, "fields": indexed}
 
     def count(self, node: filters.Filter | None, tenant: str | None) -> int:
@@ -224,7 +220,7 @@ def search_snapshot(
     rows = np.full((q.shape[0], k), -1, dtype=np.int64)
     for (_, picked), selection in zip(groups, selections, strict=True):
         matches = None if selection.everything else selection.count()
-        plan = planner.choose(matches, snap.n_live, max(k, snap.data.rerank), snap.index, params.knob,
+        plan = planner.choose(matches, snap.n_live, max(k, snap.data.rerank), snap.index, params.ef, params.nprobe,
                               clustered=selection.postings is not None)
         scores[picked], rows[picked] = run_plan(plan, q[picked], k, selection, snap)
     return scores, rows
@@ -237,18 +233,18 @@ def run_plan(plan: Plan, q: np.ndarray, k: int, selection: Selection, snap: Snap
     again by an exact scan of the selection, so no query comes back short while k rows match.
     """
     data: ScanData = snap.data
-    if plan.kind == "none":
+    if plan.kind == PlanKind.NONE:
         return np.full((q.shape[0], k), -np.inf, np.float32), np.full((q.shape[0], k), -1, np.int64)
-    if plan.kind == "exact":
+    if plan.kind == PlanKind.EXACT:
         return search_subset(q, k, selection.rows(), data)
-    if plan.kind == "clusters":
+    if plan.kind == PlanKind.CLUSTERS:
         assert selection.postings is not None
         scores, rows = selection.postings.search(q, k, selection.tail, snap.live, data)
-    else:
+    else:  # every live row, or the filter's bitmap (already ANDed with the live mask)
         allowed = snap.live if selection.everything else selection.mask().view(np.uint8)
-        scores, rows = search_rows(q, k, data, allowed, index=snap.index if plan.kind != "scan" else None,
-                                   knob=plan.knob, filtered=plan.kind == "filtered", fallback=plan.fallback,
-                                   layout=snap.layout)
+        scores, rows = search_rows(q, k, data, allowed, index=snap.index if plan.kind != PlanKind.SCAN else None,
+                                   ef=plan.ef, nprobe=plan.nprobe, filtered=plan.kind == PlanKind.FILTERED,
+                                   fallback=plan.fallback, layout=snap.layout)
     # an index walk can fall short of k reachable rows (a beam narrower than k among many deleted rows, a
     # region the graph links poorly): such queries are answered by a scan, which cannot
     short = np.flatnonzero(np.count_nonzero(rows >= 0, axis=1) < min(k, plan.matches))

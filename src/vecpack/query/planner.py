@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from typing import Any
 
 from vecpack.index.base import Index
@@ -64,15 +65,28 @@ POST_BEAM = 2.0
 FLAT_SUBSET_FRACTION = 0.3
 
 
+class PlanKind(StrEnum):
+    """How a search runs (``Plan.kind``; ``explain()["plan"]``)."""
+
+    ALL = "all"  # no filter: the index (or flat scan) over every live row
+    NONE = "none"  # no live row matches
+    EXACT = "exact"  # an exact scan of the matching rows' codes
+    SCAN = "scan"  # a flat collection: every code scanned, non-matching rows skipped
+    CLUSTERS = "clusters"  # a large tenant's rows in the shared clusters nearest the query
+    POSTFILTER = "postfilter"  # the index searched as usual (wider), non-matching rows dropped
+    FILTERED = "filtered"  # the index searched through matching rows only
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """How one filtered search runs (what ``Collection.explain`` returns, as a dict)."""
 
-    kind: str  # "all", "exact", "filtered", "clusters", "postfilter", "scan", "none"
+    kind: PlanKind
     matches: int  # live rows passing the filter
     live: int  # live rows
-    knob: int | None  # the ef / nprobe the index search uses, if any
     reason: str
+    ef: int | None = None  # the beam width a graph search uses (None: no graph search, or its default)
+    nprobe: int | None = None  # the lists an IVF search scans (None: no IVF search, or its default)
     #: post-filtering a graph: (min matches a query's beam must meet, ef of the filtered walk for those that do not)
     fallback: tuple[int, int] | None = None
 
@@ -81,56 +95,72 @@ class Plan:
         return self.matches / self.live if self.live else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"selectivity": self.selectivity}
+        return asdict(self) | {"kind": str(self.kind), "selectivity": self.selectivity}
 
 
 def choose(
-    matches: int | None, live: int, width: int, index: Index | None, knob: int | None, *, clustered: bool = False
+    matches: int | None, live: int, width: int, index: Index | None, ef: int | None = None,
+    nprobe: int | None = None, *, clustered: bool = False,
 ) -> Plan:
     """The plan for a search of ``width`` candidates (max(k, rerank)) when ``matches`` of ``live`` rows pass
     the filter (None = no filter).
 
-    ``knob`` is the user's ef / nprobe (None = the index default, which a filtered plan may widen).
-    ``clustered``: the matches are a tenant's rows with postings in the shared clusters (``tenant_clusters``).
+    ``ef`` / ``nprobe``: the user's, for a graph / an IVF index (None = the index default, which a filtered
+    plan may widen). ``clustered``: the matches are a tenant's rows with postings in the shared clusters
+    (``tenant_clusters``).
     """
     if index is None or not index.rows:
-        index, knob = None, None
+        return _flat(matches, live)
+    ivf = index.knob == "nprobe"
+    given = nprobe if ivf else ef
+
+    def plan(kind: PlanKind, reason: str, knob: int | None = None, fallback: tuple[int, int] | None = None) -> Plan:
+        return Plan(kind, matches or 0, live, reason, None if ivf else knob, knob if ivf else None, fallback)
+
     if matches is None:
-        return Plan("all", live, live, knob, "no filter")
-    if index is not None and knob is None:
-        knob = index.default_knob(width)
+        return Plan(PlanKind.ALL, live, live, "no filter", None if ivf else given, given if ivf else None)
     if matches == 0:
-        return Plan("none", 0, live, None, "no live row matches the filter")
+        return plan(PlanKind.NONE, "no live row matches the filter")
+    knob = index.default_knob(width) if given is None else given
     s = matches / live
-    if index is None:
-        if s < FLAT_SUBSET_FRACTION:
-            return Plan("exact", matches, live, None, f"flat collection, {s:.1%} < {FLAT_SUBSET_FRACTION:.0%} match: "
-                        "scan only the matching rows' codes")
-        return Plan("scan", matches, live, None, "flat collection: scan every code, skipping rows that do not match")
     if clustered and matches > EXACT_ROWS:
-        return Plan("clusters", matches, live, None, f"a tenant of {matches} rows: scan its rows in the shared "
-                    "clusters nearest the query (its own postings)")
+        return plan(PlanKind.CLUSTERS, f"a tenant of {matches} rows: scan its rows in the shared clusters nearest the "
+                    "query (its own postings)")
     if matches <= EXACT_ROWS or s < EXACT_FRACTION:
-        return Plan("exact", matches, live, None, f"{matches} matching rows (<= {EXACT_ROWS} or < "
-                    f"{EXACT_FRACTION:.0%}): an exact scan of their codes is cheapest")
-    if index.knob == "nprobe":
+        return plan(PlanKind.EXACT, f"{matches} matching rows (<= {EXACT_ROWS} or < {EXACT_FRACTION:.0%}): an "
+                    "exact scan of their codes is cheapest")
+    if ivf:
         knob = math.ceil(knob / math.sqrt(s))
         if s < POSTFILTER_FRACTION:
-            return Plan("filtered", matches, live, knob, f"{s:.1%} match: scan the nearest IVF lists' matching rows")
-        return Plan("postfilter", matches, live, knob, f"{s:.1%} match: scan the nearest IVF lists with nprobe "
-                    f"widened by 1/sqrt({s:.2f}), drop non-matching rows")
+            return plan(PlanKind.FILTERED, f"{s:.1%} match: scan the nearest IVF lists' matching rows", knob)
+        return plan(PlanKind.POSTFILTER, f"{s:.1%} match: scan the nearest IVF lists with nprobe widened by "
+                    f"1/sqrt({s:.2f}), drop non-matching rows", knob)
     walk = math.ceil(knob / s**EF_EXPONENT)
     post = math.ceil(max(knob / math.sqrt(s), POST_DEPTH * width / s))
-    if post <= POST_BEAM * walk:
-        kind, cost, how = "postfilter", POST_ROWS_PER_EF * post, f"a walk with ef {post} that keeps matching rows"
+    post_first = post <= POST_BEAM * walk
+    if post_first:
+        cost, how = POST_ROWS_PER_EF * post, f"a walk with ef {post} that keeps matching rows"
     else:
-        kind, cost, how = "filtered", ROWS_PER_EF * walk, f"a filtered walk with ef {walk} (ef / {s:.3f}^{EF_EXPONENT})"
+        cost, how = ROWS_PER_EF * walk, f"a filtered walk with ef {walk} (ef / {s:.3f}^{EF_EXPONENT})"
     if matches <= cost:
-        return Plan("exact", matches, live, None, f"{matches} matching rows: scanning them costs less than {how}")
-    if kind == "postfilter":
+        return plan(PlanKind.EXACT, f"{matches} matching rows: scanning them costs less than {how}")
+    if post_first:
         min_live = max(width, math.ceil(s * post / 2))
-        return Plan("postfilter", matches, live, post, f"{s:.1%} match: walk the {index.kind} index with ef {post}, "
-                    f"keep matching rows; a query meeting fewer than {min_live} walks matching rows only (ef {walk})",
+        return plan(PlanKind.POSTFILTER, f"{s:.1%} match: walk the {index.kind} index with ef {post}, keep matching "
+                    f"rows; a query meeting fewer than {min_live} walks matching rows only (ef {walk})", post,
                     (min_live, walk))
-    return Plan("filtered", matches, live, walk, f"{s:.1%} match: walk the {index.kind} index through matching rows "
-                f"only (ef {walk})")
+    return plan(PlanKind.FILTERED, f"{s:.1%} match: walk the {index.kind} index through matching rows only "
+                f"(ef {walk})", walk)
+
+
+def _flat(matches: int | None, live: int) -> Plan:
+    """The plan without an index (or with an empty one)."""
+    if matches is None:
+        return Plan(PlanKind.ALL, live, live, "no filter")
+    if matches == 0:
+        return Plan(PlanKind.NONE, 0, live, "no live row matches the filter")
+    s = matches / live
+    if s < FLAT_SUBSET_FRACTION:
+        return Plan(PlanKind.EXACT, matches, live, f"flat collection, {s:.1%} < {FLAT_SUBSET_FRACTION:.0%} match: "
+                    "scan only the matching rows' codes")
+    return Plan(PlanKind.SCAN, matches, live, "flat collection: scan every code, skipping rows that do not match")

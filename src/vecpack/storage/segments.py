@@ -31,7 +31,7 @@ import numpy as np
 from vecpack.codecs import Codec, load_codec, make_codec, save_codec
 from vecpack.codecs.base import inliers
 from vecpack.errors import CorruptData
-from vecpack.index import INDEX_KINDS, Index
+from vecpack.index import INDEX_KINDS, Index, IndexKind
 from vecpack.index.base import arrays_crc, load_arrays, save_arrays
 from vecpack.index.graph import DEFAULTS as GRAPH_DEFAULTS
 from vecpack.search import ScanData, prepare
@@ -354,8 +354,9 @@ class Segments:
         self, live_rows: np.ndarray, n_rows: int, settings: dict[str, Any], index_kind: str,
     ) -> tuple[Codec, dict[str, Any], float]:
         """Run the tuner on a sample of the live rows; the chosen codec (fitted), the report and its fidelity."""
-        index_bytes = 4 * self.index_params.get("degree", GRAPH_DEFAULTS["degree"]) if index_kind == "graph" else (
-            8 if index_kind == "ivf" else 0)  # resident bytes per row besides codes: adjacency, IVF row ids
+        # resident bytes per row besides codes: a graph's adjacency, IVF's row ids
+        degree = self.index_params.get("degree", GRAPH_DEFAULTS["degree"])
+        index_bytes = {IndexKind.GRAPH: 4 * degree, IndexKind.IVF: 8}.get(IndexKind(index_kind), 0)
         budget = bytes_per_vector(settings, int(live_rows.size), index_bytes)
         x, queries = self.training_sample(live_rows, n_rows)
         spec, report = tune(x, self.metric, budget, settings["target_recall"], queries=queries)
@@ -433,7 +434,7 @@ class Segments:
         without an index, a codec's scan layout of them, plus the rows once a filtered search read them),
         ``index``, ``clusters``, ``growing`` (float32 rows), ``live`` mask and ``codec`` parameters."""
         index = self.index
-        own_codes = index.rows if index is not None and index.kind == "ivf" else 0
+        own_codes = index.rows if index is not None and index.kind == IndexKind.IVF else 0
         codes = (self.sealed - own_codes) * self.codec.code_size
         if self.layout is not None:
             codes = self.layout.array.nbytes + self.codes.resident_rows * self.codec.code_size
