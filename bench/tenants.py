@@ -174,7 +174,7 @@ def markdown(res: dict[str, Any]) -> str:
               "rows, codes and graph in one collection, nothing per tenant.", "",
               f"Multi-tenant plans: tenants up to {res['exact_rows']:,} rows are scanned exactly; larger ones (the "
               f"largest: `{res['largest_tenant_plan']}`) scan their own rows in the shared clusters nearest the query "
-              "(`vecpack.tenant_clusters`, Curator-style; memory counts the clusters and the postings built)."]
+              "(`vecpack.index.tenant_clusters`, Curator-style; memory counts the clusters and the postings built)."]
     return "\n".join(lines) + "\n"
 
 

@@ -1,27 +1,25 @@
-"""bench/budget.py on tiny synthetic data: report structure, recall bounds, screening, output files."""
+"""vecpack.bench.budget (bench/budget.py) on tiny synthetic data: report structure, recall bounds, screening,
+output files."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from vecpack.bench.peers import import_faiss
 from vecpack.codecs.space import FAMILIES
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "budget.py"
 # a few cheap configs of each system and family (regex on config names)
 ONLY = r"^(int4|binary|pq8|pca8,int8|sq4|pq8x4fs|lsh64|pca8,sq8)$"
 
 
 @pytest.fixture(scope="module")
 def budget():
-    spec = importlib.util.spec_from_file_location("budget_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from vecpack.bench import budget
+
+    return budget
 
 
 def test_quick_run_on_synthetic_data(budget, tmp_path):

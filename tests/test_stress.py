@@ -1,4 +1,5 @@
-"""bench/stress.py (issue 19): writer, reader and server processes on one database folder, every answer checked.
+"""vecpack.bench.stress (bench/stress.py; issue 19): writer, reader and server processes on one database folder,
+every answer checked.
 
 The short run is part of the default test run; the long one, which adds a reader through ``vecpack serve``, is
 marked slow (minutes) and run by ``.ci/run`` explicitly. Durations are budgets, never asserted: the assertions
@@ -8,28 +9,20 @@ are no mismatch, no unexpected exception, and enough checked work that a run can
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from vecpack import Hit, Record
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
 
 @pytest.fixture(scope="module")
 def stress():
-    """bench/stress.py as the module ``stress``, bench/ on sys.path: its spawned children import it the same way."""
-    sys.path.insert(0, str(BENCH))
-    try:
-        yield importlib.import_module("stress")
-    finally:
-        sys.path.remove(str(BENCH))
-        sys.modules.pop("stress", None)
+    """The checker: ``vecpack.bench.stress`` (its spawned children import it by name)."""
+    from vecpack.bench import stress
+
+    return stress
 
 
 def assert_clean(report, *, searches: int, gets: int) -> None:

@@ -331,7 +331,8 @@ class Collection:
         (``field_index_bytes``, ``tenant_bytes``). ``disk_bytes`` is the disk space the folder's
         files take (allocated blocks). ``maintenance_error`` is the last failure of sealing after a
         committed write (None once a seal succeeds), ``maintenance_failures`` how many there were.
-        ``scan_layout_rows``: rows the codec's scan layout covers (0 without one).
+        ``scan_layout_rows``: rows the codec's scan layout covers (0 without one); ``clustered_rows``: rows the
+        shared clustering of a multi-tenant index covers (0 without one).
         """
         store = self._store
         with store.reading():
@@ -349,6 +350,7 @@ class Collection:
                 "tenant_bytes": tenant_bytes,
                 "memory_bytes": sum(memory.values()) + self.fields.columns.nbytes + self.tenants.rows.nbytes,
                 "scan_layout_rows": seg.layout.rows if seg.layout is not None else 0,
+                "clustered_rows": seg.clusters.rows if seg.clusters is not None else 0,
                 "disk_bytes": sum(f.stat().st_blocks * 512 for f in self.path.rglob("*") if f.is_file()),
                 "maintenance_error": store.maintenance_error,
                 "maintenance_failures": store.maintenance_failures,

@@ -24,6 +24,7 @@ bytes per row, it gives the bytes per vector. ``bytes_per_vector`` sets that dir
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from typing import Any
@@ -47,19 +48,23 @@ RECALL_SLACK = 0.02
 #: fewest rows worth tuning on; below it the collection stays exact and tunes later
 MIN_TUNE_ROWS = 1000
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+#: the largest byte count a budget may name (1 EiB): larger ones are typing errors, and overflow int64 arithmetic
+MAX_BYTES = 2**60
 
 
 def parse_bytes(value: object, name: str) -> int:
-    """A positive byte count from an int or a string like ``"64MB"`` / ``"1.5 GiB"``; InvalidInput otherwise."""
-    if isinstance(value, bool):
-        raise InvalidInput(f"{name} must be a byte count like 67108864 or '64MB', got {value!r}")
-    if isinstance(value, int | float) and np.isfinite(value) and value > 0:
-        return int(value)
-    if isinstance(value, str):
+    """A byte count in 1 .. MAX_BYTES from an int or a string like ``"64MB"`` / ``"1.5 GiB"``; InvalidInput
+    otherwise."""
+    count = None
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        count = int(value)
+    elif isinstance(value, str):
         match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", value)
-        if match and match.group(2).lower() in _UNITS and float(match.group(1)) > 0:
-            return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
-    raise InvalidInput(f"{name} must be a byte count like 67108864 or '64MB', got {value!r}")
+        if match and match.group(2).lower() in _UNITS:
+            count = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    if count is None or not 0 < count <= MAX_BYTES:
+        raise InvalidInput(f"{name} must be a byte count from 1 to 2**60 like 67108864 or '64MB', got {value!r}")
+    return count
 
 
 def check_settings(settings: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ exactly how many live rows match; it then picks the cheapest way that keeps reca
   widened by 1/selectivity^EF_EXPONENT; an IVF index scans its lists checking the
   filter bitmap, with nprobe scaled up by 1/sqrt(selectivity).
 * ``clusters`` -- a large tenant of a multi-tenant collection (no filter): scan its own
-  rows in the shared clusters nearest the query (``tenant_clusters``, Curator-style).
+  rows in the shared clusters nearest the query (``index.tenant_clusters``, Curator-style).
 
 Whatever the plan, a query left with fewer than min(k, matches) hits is answered
 again by ``exact``, so a search never returns fewer than k hits when k rows match.
@@ -107,7 +107,7 @@ def choose(
 
     ``ef`` / ``nprobe``: the user's, for a graph / an IVF index (None = the index default, which a filtered
     plan may widen). ``clustered``: the matches are a tenant's rows with postings in the shared clusters
-    (``tenant_clusters``).
+    (``index.tenant_clusters``).
     """
     if index is None or not index.rows:
         return _flat(matches, live)

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from vecpack.errors import InvalidInput
+from vecpack.index.tenant_clusters import Postings
 from vecpack.kernels.rowset import ascending, count_live
 from vecpack.query import filters
-from vecpack.tenant_clusters import Postings
 
 
 class Selection:

@@ -92,6 +92,7 @@ from vecpack.errors import (
 from vecpack.index import INDEX_KINDS
 from vecpack.server.auth import Access, ApiKey, KeyStore
 from vecpack.server.metrics import Metrics, MetricsMiddleware
+from vecpack.tuning import MAX_BYTES
 
 log = logging.getLogger("vecpack.server")
 
@@ -232,7 +233,8 @@ Queries = Annotated[Annotated[list[float], FAST] | Annotated[list[Annotated[list
 Metadata = Annotated[list[dict[str, Any] | None], FAST, _only_types(dict, type(None))]
 Where = dict[str, Any]
 Knob = Annotated[int, INTEGRAL, _bounds(1, validate.MAX_K)]
-Bytes = Annotated[int | str, BeforeValidator(_integral)]  # memory_budget, bytes_per_vector: 67108864 or "64MB"
+# memory_budget, bytes_per_vector: 67108864 or "64MB"
+Bytes = Annotated[Annotated[int, _bounds(1, MAX_BYTES)] | str, BeforeValidator(_integral)]
 
 
 class CreateCollectionBody(_Body):

@@ -22,9 +22,9 @@ import numpy as np
 from vecpack.codecs import make_codec
 from vecpack.errors import InvalidInput
 from vecpack.index import Index
+from vecpack.index.tenant_clusters import TenantClusters
 from vecpack.storage import manifest
 from vecpack.storage.store import Store, storage_errors
-from vecpack.tenant_clusters import TenantClusters
 from vecpack.tuning import MIN_TUNE_ROWS, check_settings
 
 log = logging.getLogger("vecpack")
@@ -104,7 +104,7 @@ def retune(store: Store, overrides: dict[str, Any]) -> dict[str, Any]:
                 raise InvalidInput(f"retune needs at least {MIN_TUNE_ROWS} live rows, the collection has "
                                    f"{live_rows.size}")
         # off the lock: rows below n_rows never change, and only optimize() (whose lock we hold) renumbers
-        codec, report, fid = store.segments.choose_codec(live_rows, n_rows, settings, store.settings.index)
+        codec, report, fid = store.segments.choose_codec(live_rows, n_rows, settings)
         with store.write():
             current = store.segments.codec
             if codec.spec == current.spec and current.trained:

@@ -34,13 +34,13 @@ from vecpack.errors import CorruptData
 from vecpack.index import INDEX_KINDS, Index, IndexKind
 from vecpack.index.base import arrays_crc, load_arrays, save_arrays
 from vecpack.index.graph import DEFAULTS as GRAPH_DEFAULTS
+from vecpack.index.tenant_clusters import TenantClusters
 from vecpack.search import ScanData, prepare
 from vecpack.storage import manifest
 from vecpack.storage.catalog import Catalog
 from vecpack.storage.files import write_atomic
 from vecpack.storage.manifest import Manifest
 from vecpack.storage.rowfile import RowFile
-from vecpack.tenant_clusters import TenantClusters
 from vecpack.tuning import MIN_TUNE_ROWS, bytes_per_vector, fidelity, tune
 
 VECTORS_MAGIC = b"VPKVEC01"
@@ -60,7 +60,7 @@ SAMPLE_QUERIES = "sample_queries.npy"
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """What one search reads, as of one generation: the rows, the live mask, the index, the number of live
-    rows, the shared clusters of a multi-tenant index, and the codec's scan layout of the codes if kept."""
+    rows, and the codec's scan layout of the codes if kept."""
 
     data: ScanData
     live: np.ndarray
@@ -243,7 +243,7 @@ class Segments:
             live_rows = np.flatnonzero(self.live[: m.n_rows])
             if m.codec == AUTO:
                 if live_rows.size >= MIN_TUNE_ROWS:
-                    chosen, report, fid = self.choose_codec(live_rows, m.n_rows, m.tuning, m.index)
+                    chosen, report, fid = self.choose_codec(live_rows, m.n_rows, m.tuning)
                     self.recode(db, pending, chosen, m.n_rows, fid, report=report)
                 return  # else too few rows to tune: stay exact for now
             if live_rows.size < codec.min_train_rows:
@@ -351,12 +351,12 @@ class Segments:
         return (x[keep] if keep.size >= self.codec.min_train_rows else x), queries
 
     def choose_codec(
-        self, live_rows: np.ndarray, n_rows: int, settings: dict[str, Any], index_kind: str,
+        self, live_rows: np.ndarray, n_rows: int, settings: dict[str, Any]
     ) -> tuple[Codec, dict[str, Any], float]:
         """Run the tuner on a sample of the live rows; the chosen codec (fitted), the report and its fidelity."""
         # resident bytes per row besides codes: a graph's adjacency, IVF's row ids
         degree = self.index_params.get("degree", GRAPH_DEFAULTS["degree"])
-        index_bytes = {IndexKind.GRAPH: 4 * degree, IndexKind.IVF: 8}.get(IndexKind(index_kind), 0)
+        index_bytes = {IndexKind.GRAPH: 4 * degree, IndexKind.IVF: 8}.get(IndexKind(self.index_kind), 0)
         budget = bytes_per_vector(settings, int(live_rows.size), index_bytes)
         x, queries = self.training_sample(live_rows, n_rows)
         spec, report = tune(x, self.metric, budget, settings["target_recall"], queries=queries)

@@ -203,8 +203,9 @@ class Store:
         m = self.manifest()
         seq = m.commit_seq + 1
         churn = self.pending.added + len(self.pending.deleted)
-        # churn: rows written or deleted since the collection was created: when to look for drift again
-        manifest.update(self.db, commit_seq=seq, **({"churn": m.churn + churn} if churn else {}))
+        manifest.update(self.db, commit_seq=seq)
+        if churn:  # rows written or deleted since the collection was created: when to look for drift again
+            manifest.update(self.db, churn=m.churn + churn)
         return Committed(seq, m.n_rows, m.sealed_rows, m.index_state)
 
     def _apply(self, committed: Committed, pending: PendingCommit) -> None:

@@ -89,16 +89,16 @@ class TenantClusters:
     def nbytes(self) -> int:
         return self.centroids.nbytes + self.labels.nbytes + sum(p.nbytes for p in self._postings.values())
 
-    def postings(self, code: int, rows: np.ndarray) -> Postings:
-        """Tenant ``code``'s postings, given its rows (ascending, deleted ones included); cached per tenant."""
-        found = self._postings.get(code)
+    def postings(self, tenant_no: int, rows: np.ndarray) -> Postings:
+        """Tenant ``tenant_no``'s postings, given its rows (ascending, deleted ones included); cached per tenant."""
+        found = self._postings.get(tenant_no)
         if found is None:
-            found = self._postings[code] = Postings(self, rows[rows < self.rows])
+            found = self._postings[tenant_no] = Postings(self, rows[rows < self.rows])
         return found
 
-    def forget(self, code: int) -> None:
-        """Drop tenant ``code``'s cached postings (deactivation)."""
-        self._postings.pop(code, None)
+    def forget(self, tenant_no: int) -> None:
+        """Drop tenant ``tenant_no``'s cached postings (deactivation)."""
+        self._postings.pop(tenant_no, None)
 
 
 class Postings:
@@ -133,8 +133,9 @@ class Postings:
     def search(
         self, q: np.ndarray, k: int, tail: np.ndarray, live: np.ndarray, data: ScanData
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, rows) (m, k) of queries q (m, d) over the tenant's rows of ``data`` in its nearest clusters
-        plus ``tail`` (its rows the clustering does not cover yet, ascending)."""
+        """(scores, rows) (m, k) of queries q (m, d) over the tenant's live rows (``live``: 0 = deleted) of
+        ``data`` in its nearest clusters, plus ``tail`` (its live rows the clustering does not cover yet,
+        ascending)."""
         width = max(k, data.rerank)
         scores = np.empty((q.shape[0], k), np.float32)
         rows = np.empty((q.shape[0], k), np.int64)
