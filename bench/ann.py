@@ -124,14 +124,15 @@ def build_ours(x_raw: np.ndarray, metric: str, nlist: int, kinds: list[str]) -> 
         codec, codes, index, build_s = built[kind, spec]
 
         def search(q, knob, codec=codec, codes=codes, index=index, rerank=rerank):
-            ef, nprobe = (knob, None) if index.knob == "ef" else (None, knob)  # the curve sweeps one of them
+            ef, nprobe = (knob, None) if index.search_param == "ef" else (None, knob)  # the curve sweeps one of them
             return search_rows(prepare(q, metric), K, ScanData(codec, codes, x_raw, metric, rerank), live,
                                index=index, ef=ef, nprobe=nprobe)[1]
 
         resident = (codes.nbytes if kind == "graph" else 0) + index.nbytes + live.nbytes
         name = f"vecpack {kind} {spec}" + (f" +rerank{rerank}" if rerank else "")
         out.append({"name": name, "family": kind, "build_s": build_s, "memory_bytes": resident,
-                    "knob": index.knob, "knobs": EF_SWEEP if kind == "graph" else NPROBE_SWEEP, "search": search})
+                    "knob": index.search_param, "knobs": EF_SWEEP if kind == "graph" else NPROBE_SWEEP,
+                    "search": search})
     return out
 
 

@@ -3,7 +3,7 @@
 Usage: python bench/embed_sentences.py [--source /work/shared/data/scifact] [--out DIR]
 
 Every document's title (as its own sentence) and text, split on ``(?<=[.!?])\\s+``,
-is embedded with :class:`vecpack.embed.Embedder`; sentences of fewer than 3
+is embedded with :class:`vecpack.embeddings.Embedder`; sentences of fewer than 3
 words are dropped. Ids are ``<docid>#<k>`` with k counting the kept sentences of
 that document (the title, when kept, is k=0). Queries are the SciFact claims'
 existing all-MiniLM-L6-v2 embeddings, copied from the source folder (a sample is
@@ -92,7 +92,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from vecpack.embed import MODEL_NAME, Embedder
+    from vecpack.embeddings import MODEL_NAME, Embedder
 
     t0 = time.perf_counter()
     ids, sents = split_corpus(src / "corpus.jsonl")

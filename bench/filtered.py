@@ -39,8 +39,6 @@ import json
 import re
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +49,6 @@ from vecpack.bench.datasets import load_dataset
 from vecpack.bench.peers import import_faiss
 from vecpack.bench.timing import limit_threads, machine_info, timed
 from vecpack.kernels.kmeans import assign, kmeans
-from vecpack.query import planner
 from vecpack.search import ScanData, exact_knn, prepare, search_rows
 
 K = 10
@@ -74,27 +71,9 @@ def attributes(x: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return u, rank[labels]
 
 
-#: planner thresholds that force each plan (postfilter: a graph's post-filter keeps its fallback to the walk)
-FORCED = {
-    "exact": {"EXACT_ROWS": 1 << 62},
-    "filtered": {"EXACT_ROWS": 0, "EXACT_FRACTION": 0.0, "ROWS_PER_EF": 0, "POST_BEAM": 0.0,
-                 "POSTFILTER_FRACTION": 2.0},
-    "postfilter": {"EXACT_ROWS": 0, "EXACT_FRACTION": 0.0, "POST_ROWS_PER_EF": 0, "POST_BEAM": float("inf"),
-                   "POSTFILTER_FRACTION": 0.0},
-}
-
-
-@contextmanager
-def forced(plan: str) -> Iterator[None]:
-    """Make the planner choose ``plan`` for every filter (by moving its thresholds)."""
-    saved = {name: getattr(planner, name) for name in FORCED[plan]}
-    for name, value in FORCED[plan].items():
-        setattr(planner, name, value)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(planner, name, value)
+#: the plans measured forced on every filter (``Collection.search(plan=...)``; a graph's forced post-filter
+#: keeps its fallback to the walk)
+FORCED = ("exact", "filtered", "postfilter")
 
 
 def timed_queries(search, q: np.ndarray, repeat_first: bool = True) -> tuple[np.ndarray, float]:
@@ -197,8 +176,8 @@ def _measure(col, hnsw, hl, faiss, where, allowed, xp, qp, peer_queries) -> dict
     plan = col.explain(K, where=where)
     methods = []
 
-    def ours(qi):
-        return [int(h.id) for h in col.search(qi, K, where=where)]
+    def ours(qi, plan=None):
+        return [int(h.id) for h in col.search(qi, K, where=where, plan=plan)]
 
     found, qps = timed_queries(ours, qp)
     methods.append({"method": "vecpack", "recall": recall(found, truth), "qps": qps})
@@ -206,8 +185,7 @@ def _measure(col, hnsw, hl, faiss, where, allowed, xp, qp, peer_queries) -> dict
         if name == "postfilter" and rows.size < 0.05 * allowed.size:
             methods.append({"method": f"vecpack {name}", "recall": None, "qps": None})
             continue
-        with forced(name):
-            found, qps = timed_queries(ours, qp[:FORCED_QUERIES])
+        found, qps = timed_queries(lambda qi, name=name: ours(qi, name), qp[:FORCED_QUERIES])
         methods.append({"method": f"vecpack {name}", "recall": recall(found, truth[:FORCED_QUERIES]), "qps": qps})
     # post-filter: the same graph and codes, searched unfiltered for K*F candidates, filtered by a free bitmap
     seg = col._store.segments  # the collection's own codes and index, searched without its planner

@@ -99,7 +99,7 @@ def run(dataset: str, n_tenants: int, queries_per_tenant: int, out_dir: Path) ->
                                      time.perf_counter() - t0)
         print(f"metadata-filter collection built in {setups['metadata filter'][2]:.1f}s", flush=True)
 
-        large = np.array([rows.size > planner.EXACT_ROWS for rows in tenant_rows])
+        large = np.array([rows.size > planner.DEFAULT.exact_rows for rows in tenant_rows])
         plans = {t: col.explain(K, tenant=names[t])["plan"] for t in (0, int(np.argmax(~large)))}
         print(f"multi-tenant plans: largest tenant {plans[0]}, first small one {plans[int(np.argmax(~large))]}")
         results = []
@@ -114,7 +114,7 @@ def run(dataset: str, n_tenants: int, queries_per_tenant: int, out_dir: Path) ->
     res = {"dataset": dataset, "synthetic": dataset.startswith("synthetic"), "n": n, "dim": d,
            "tenants": n_tenants, "queries_per_tenant": queries_per_tenant, "k": K,
            "tenant_sizes": {"max": int(sizes.max()), "median": float(np.median(sizes)), "min": int(sizes.min())},
-           "large_tenants": int(large.sum()), "exact_rows": planner.EXACT_ROWS, "largest_tenant_plan": plans[0],
+           "large_tenants": int(large.sum()), "exact_rows": planner.DEFAULT.exact_rows, "largest_tenant_plan": plans[0],
            "machine": machine_info(), "results": results}
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"tenants_{dataset.replace(':', '_')}_{n_tenants}"
@@ -124,7 +124,7 @@ def run(dataset: str, n_tenants: int, queries_per_tenant: int, out_dir: Path) ->
 
 
 def _measure(name, search, collections, build_s, tenant_queries, truth, large) -> dict[str, Any]:
-    """``large``: bool per tenant, above planner.EXACT_ROWS rows (in the multi-tenant set-up, searched through
+    """``large``: bool per tenant, above planner.DEFAULT.exact_rows rows (in the multi-tenant set-up, searched through
     its postings in the shared clusters)."""
     per_tenant, every, recalls = [], [], []
     for t, qs in enumerate(tenant_queries):  # one untimed pass: file pages of a set-up built earlier go cold

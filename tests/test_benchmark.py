@@ -8,8 +8,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from vecpack.bench import default_codecs, run_benchmark
-from vecpack.bench.runner import file_stem
+from vecpack.bench.runner import default_codecs, file_stem, run_benchmark
 
 try:
     import faiss  # noqa: F401

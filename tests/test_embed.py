@@ -1,4 +1,5 @@
-"""Tests for vecpack.embed: the pydoc corpus (no torch needed) and the MiniLM embedder (skipped without it)."""
+"""vecpack.bench.pydoc (the pydoc corpus, no torch needed) and vecpack.embeddings (the MiniLM embedder,
+skipped without it)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,14 @@ import numpy as np
 import pytest
 
 from vecpack import InvalidInput
-from vecpack.embed import (
-    Embedder,
-    embedder_available,
-    pydoc_corpus,
-    pydoc_queries,
-    pydoc_query_topics,
-)
+from vecpack.bench.pydoc import pydoc_corpus, pydoc_queries, pydoc_query_topics
+from vecpack.embeddings import Embedder, embedder_available
 
 # --------------------------------------------------------------------------- no torch needed
 
 
 def test_import_is_cheap_and_lazy():
-    code = "import sys, vecpack.embed; print(any(m in sys.modules for m in ('torch', 'sentence_transformers')))"
+    code = "import sys, vecpack.embeddings; print(any(m in sys.modules for m in ('torch', 'sentence_transformers')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -62,58 +62,60 @@ FILTERS = [
 ]
 
 
-@pytest.mark.parametrize("index", ["flat", "graph", "ivf"])
-@pytest.mark.parametrize("force", [None, "index"])
-def test_filtered_search_matches_brute_force(tmp_path, data, index, force, monkeypatch):
-    if force == "index":  # never the exact plan: the index plans must reach the recall themselves
-        monkeypatch.setattr(planner, "EXACT_ROWS", 0)
-        monkeypatch.setattr(planner, "EXACT_FRACTION", 0.0)
-        monkeypatch.setattr(planner, "ROWS_PER_EF", 0)
-        monkeypatch.setattr(planner, "POST_ROWS_PER_EF", 0)
-        monkeypatch.setattr(planner, "FLAT_SUBSET_FRACTION", 0.0)
+PLANS = {"flat": [None, "exact", "scan"], "graph": [None, "exact", "scan", "filtered", "postfilter"],
+         "ivf": [None, "exact", "scan", "filtered", "postfilter"]}
+
+
+@pytest.mark.parametrize(("index", "plan"), [(i, p) for i, plans in PLANS.items() for p in plans])
+def test_filtered_search_matches_brute_force(tmp_path, data, index, plan):
+    """Every plan, chosen (None: on 3,000 rows every filter is scanned exactly) or forced, against brute force:
+    the index plans must reach the recall themselves."""
     db, col = build(tmp_path, data, index)
     q = data[2]
     knob = {"graph": {"ef": 128}, "ivf": {"nprobe": 32}}.get(index, {})
     for where in FILTERS:
         rows, expected = truth(data, where)
-        hits = col.search(q, K, where=where, **knob)
+        hits = col.search(q, K, where=where, plan=plan, **knob)
+        ran = col.explain(where=where, plan=plan, **knob)["plan"]
+        assert ran == "none" if rows.size == 0 else ran == plan if plan else ran in ("exact", "scan")
         node = parse(where)
         assert all(matches(node, h.metadata) for hs in hits for h in hs), where
         assert all(len(hs) == min(K, rows.size) for hs in hits), where  # never short while K rows match
         got = [{int(h.id) for h in hs} for hs in hits]
         recall = np.mean([len(g & set(e)) / len(e) if e else 1.0 for g, e in zip(got, expected, strict=True)])
-        # a forced index plan below the planner's EXACT_FRACTION (2%) may lose recall: the planner never picks it
-        floor = 1.0 if index == "flat" else 0.9 if force is None or rows.size >= 0.05 * N else 0.5
-        assert recall >= floor, (where, recall, col.explain(where=where, **knob))
+        # an index plan forced below the planner's exact_fraction (1%) may lose recall: it is never chosen there
+        floor = 1.0 if plan in (None, "exact", "scan") else 0.9 if rows.size >= 0.05 * N else 0.5
+        assert recall >= floor, (where, recall, col.explain(where=where, plan=plan, **knob))
     db.close()
 
 
 @pytest.mark.parametrize("index", ["graph", "ivf"])
-def test_each_plan_is_chosen_by_selectivity(tmp_path, data, index, monkeypatch):
-    monkeypatch.setattr(planner, "EXACT_ROWS", 50)
-    monkeypatch.setattr(planner, "EXACT_FRACTION", 0.005)
-    monkeypatch.setattr(planner, "ROWS_PER_EF", 0)
-    monkeypatch.setattr(planner, "POST_ROWS_PER_EF", 0)
+def test_explain_reports_the_chosen_or_forced_plan(tmp_path, data, index):
     db, col = build(tmp_path, data, index)
     assert col.explain(where={"grp": 3})["plan"] == "exact"  # 30 rows
-    assert col.explain(where={"grp": {"$lt": 60}})["plan"] == "postfilter"
-    if index == "graph":  # post-filters first while its beam stays within POST_BEAM times the filtered walk's
-        plan = col.explain(where={"grp": {"$lt": 10}})
-        s, ef, width = plan["selectivity"], 64, 10  # the graph's default ef for k = 10
-        post, walk = math.ceil(ef / math.sqrt(s)), math.ceil(ef / s**planner.EF_EXPONENT)
+    assert col.explain(where={"grp": {"$lt": 60}})["plan"] == "exact"  # 1,800 rows <= exact_rows
+    plan = col.explain(where={"grp": {"$lt": 10}}, plan="postfilter")
+    s, width = plan["selectivity"], 10
+    if index == "graph":  # the forced plan's numbers follow the planner's rules (tests/test_planner.py)
+        ef, t = 64, planner.DEFAULT  # the graph's default ef for k = 10
+        post, walk = math.ceil(ef / math.sqrt(s)), math.ceil(ef / s**t.ef_exponent)
         assert plan["plan"] == "postfilter" and plan["ef"] == post and plan["nprobe"] is None
-        # a query whose beam meets fewer than half the matches expected is walked through matching rows only
         assert plan["fallback"] == (max(width, math.ceil(s * post / 2)), walk)
-        wide = 40  # a beam of POST_DEPTH * k / s outgrows POST_BEAM times the walk's: the walk is chosen
-        assert planner.POST_DEPTH * wide / s > planner.POST_BEAM * walk
-        assert col.explain(where={"grp": {"$lt": 10}}, k=wide)["plan"] == "filtered"
+        assert col.explain(where={"grp": {"$lt": 10}}, plan="filtered")["ef"] == walk
     else:
-        assert col.explain(where={"grp": {"$lt": 10}})["plan"] == "filtered"
-    assert col.explain(where={"grp": -1})["plan"] == "none"
+        assert plan["plan"] == "postfilter" and plan["ef"] is None and plan["nprobe"] >= 8
+    assert col.explain(where={"grp": -1}, plan="filtered")["plan"] == "none"
     assert col.explain()["plan"] == "all"
+    assert col.explain(plan="exact")["plan"] == "scan"  # no filter: every code, without the index
     plan = col.explain(where={"grp": {"$lt": 60}}, k=5)
     assert plan["matches"] == 1800 and plan["live"] == N and plan["selectivity"] == pytest.approx(0.6)
     assert plan["fields"] == {"grp": False}
+    with pytest.raises(InvalidInput, match="plan must be one of"):
+        col.search(data[2][0], K, plan="hnsw")
+    with pytest.raises(InvalidInput, match="a filter or a tenant"):
+        col.search(data[2][0], K, plan="filtered")
+    with pytest.raises(InvalidInput, match="multi-tenant"):
+        col.explain(plan="clusters")
     db.close()
 
 
@@ -121,24 +123,22 @@ def test_post_filter_sends_queries_with_few_matches_nearby_to_the_filtered_walk(
     """A filter passing other clusters than the query's: the post-filtering beam meets no match near the
     query, so the query is searched again through matching rows only, and still gets the true top k."""
     x, meta, q = data
-    monkeypatch.setattr(planner, "EXACT_ROWS", 0)
-    monkeypatch.setattr(planner, "POST_ROWS_PER_EF", 0)
     db, col = build(tmp_path, data, "graph")
     walked = []
     search = GraphIndex._search
 
-    def spy(self, probe, codes, live, k_out, knob, filtered):
-        walked.append((probe.qf.shape[0], knob, filtered))
-        return search(self, probe, codes, live, k_out, knob, filtered)
+    def spy(self, probe, codes, allowed, k_out, ef, filtered):
+        walked.append((probe.qf.shape[0], ef, filtered))
+        return search(self, probe, codes, allowed, k_out, ef, filtered)
 
     monkeypatch.setattr(GraphIndex, "_search", spy)
     home = np.array([m["cluster"] for m in meta])
     mine = int(home[brute_force(x, q[:1], 1, "cosine")[0][0]])
     others = sorted({int(c) for c in home} - {mine})[:8]  # most of the rows, none near the query
     where = {"cluster": {"$in": others}}
-    plan = col.explain(where=where, ef=16)
+    plan = col.explain(where=where, ef=16, plan="postfilter")
     assert plan["plan"] == "postfilter", plan
-    hits = col.search(q[0], K, where=where, ef=16)
+    hits = col.search(q[0], K, where=where, ef=16, plan="postfilter")
     assert walked and walked[0][2] and walked[0][0] == 1 and walked[0][1] == plan["fallback"][1]
     _, expected = truth(data, where)
     assert len({int(h.id) for h in hits} & set(expected[0])) >= K - 1

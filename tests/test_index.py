@@ -134,7 +134,7 @@ def test_recall_and_exact_scores(db, x, queries, index, codec, metric):
 
 
 @pytest.mark.parametrize("index", ["graph", "ivf"])
-def test_default_knob_gives_useful_recall(db, x, queries, index):
+def test_default_search_param_gives_useful_recall(db, x, queries, index):
     col = build(db, "c", x, index=index, codec="float32")
     assert recall_on(col, queries, np.arange(N), x, "cosine") >= 0.9
 

@@ -1,5 +1,5 @@
-"""planner.choose on its own, with stand-in indexes: every branch, with the numbers computed from the module's
-constants, Plan's selectivity and dict form, and a property test over any selectivity, width and knob."""
+"""planner.choose on its own, with stand-in indexes: every branch, with the numbers computed from its default
+thresholds, Plan's selectivity and dict form, and a property test over any selectivity, width and knob."""
 
 from __future__ import annotations
 
@@ -11,20 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vecpack.query.planner import (
-    EF_EXPONENT,
-    EXACT_FRACTION,
-    EXACT_ROWS,
-    FLAT_SUBSET_FRACTION,
-    POST_BEAM,
-    POST_DEPTH,
-    POST_ROWS_PER_EF,
-    POSTFILTER_FRACTION,
-    ROWS_PER_EF,
-    Plan,
-    PlanKind,
-    choose,
-)
+from vecpack.errors import InvalidInput
+from vecpack.query.planner import DEFAULT, Plan, PlanKind, Thresholds, choose
+
+# the thresholds every test here plans with (``choose``'s default)
+EF_EXPONENT, EXACT_FRACTION, EXACT_ROWS = DEFAULT.ef_exponent, DEFAULT.exact_fraction, DEFAULT.exact_rows
+FLAT_SUBSET_FRACTION, POST_BEAM, POST_DEPTH = DEFAULT.flat_subset_fraction, DEFAULT.post_beam, DEFAULT.post_depth
+POST_ROWS_PER_EF, POSTFILTER_FRACTION = DEFAULT.post_rows_per_ef, DEFAULT.postfilter_fraction
+ROWS_PER_EF = DEFAULT.rows_per_ef
 
 KINDS = {"all", "exact", "filtered", "clusters", "postfilter", "scan", "none"}
 assert KINDS == {str(k) for k in PlanKind}
@@ -33,13 +27,13 @@ IVF_DEFAULT = 12
 
 
 class StubIndex:
-    """What choose reads of an index: ``kind``, ``knob`` (the knob's name), ``rows`` and ``default_knob``."""
+    """What choose reads of an index: ``kind``, ``search_param``, ``rows`` and ``default_search_param``."""
 
-    def __init__(self, kind: str, knob: str, rows: int) -> None:
-        self.kind, self.knob, self.rows = kind, knob, rows
+    def __init__(self, kind: str, search_param: str, rows: int) -> None:
+        self.kind, self.search_param, self.rows = kind, search_param, rows
 
-    def default_knob(self, k_out: int) -> int:
-        return max(64, k_out) if self.knob == "ef" else IVF_DEFAULT  # as GraphIndex; a fixed nprobe for IVF
+    def default_search_param(self, k_out: int) -> int:
+        return max(64, k_out) if self.search_param == "ef" else IVF_DEFAULT  # as GraphIndex; a fixed nprobe for IVF
 
 
 @pytest.fixture
@@ -74,7 +68,7 @@ def indexed_range(matches: int, live: int) -> None:
 
 def plan_for(matches, live, width, index, knob, **kw):
     """``choose`` with the user's ``knob`` given as the index's own parameter (ef for a graph, nprobe for IVF)."""
-    if index is not None and index.knob == "nprobe":
+    if index is not None and index.search_param == "nprobe":
         return choose(matches, live, width, index, nprobe=knob, **kw)
     return choose(matches, live, width, index, ef=knob, **kw)
 
@@ -176,7 +170,7 @@ def test_graph_post_filters_a_broad_filter(graph, knob, width):
     live, matches = 1_000_000, 500_000
     indexed_range(matches, live)
     s = matches / live
-    ef = graph.default_knob(width) if knob is None else knob
+    ef = graph.default_search_param(width) if knob is None else knob
     walk, post = walk_ef(ef, s), post_ef(ef, width, s)
     assert post <= POST_BEAM * walk and matches > POST_ROWS_PER_EF * post
     plan = plan_for(matches, live, width, graph, knob)
@@ -280,7 +274,7 @@ def test_any_plan_is_well_formed(live, data, width, knob, index_name, clustered)
     plan = plan_for(matches, live, width, index, knob, clustered=clustered)
 
     assert plan.kind in KINDS
-    if index is not None and index.knob == "ef":  # a plan names the knob of its own index only
+    if index is not None and index.search_param == "ef":  # a plan names the knob of its own index only
         assert plan.nprobe is None
     else:
         assert plan.ef is None
@@ -294,7 +288,7 @@ def test_any_plan_is_well_formed(live, data, width, knob, index_name, clustered)
         assert knob_of(plan) is None and plan.kind in {"all", "none", "exact", "scan"}
     else:
         assert plan.kind != "scan"
-        given_knob = index.default_knob(width) if knob is None else knob
+        given_knob = index.default_search_param(width) if knob is None else knob
         if plan.kind != "all":
             assert knob_of(plan) is None or knob_of(plan) >= given_knob
         else:
@@ -302,8 +296,64 @@ def test_any_plan_is_well_formed(live, data, width, knob, index_name, clustered)
     if plan.kind == "clusters":
         assert clustered and matches > EXACT_ROWS
     if plan.fallback is not None:
-        assert index is not None and index.knob == "ef" and plan.kind == "postfilter"
+        assert index is not None and index.search_param == "ef" and plan.kind == "postfilter"
         min_live, walk = plan.fallback
-        assert min_live >= width and walk >= (index.default_knob(width) if knob is None else knob)
+        assert min_live >= width and walk >= (index.default_search_param(width) if knob is None else knob)
     if plan.kind in {"filtered", "postfilter"}:
         assert knob_of(plan) is not None and matches > EXACT_ROWS and matches / live >= EXACT_FRACTION
+
+
+@pytest.mark.parametrize("s", [0.001, 0.05, 0.3, 0.8])
+def test_forced_plans_run_as_named_whatever_the_selectivity(graph, ivf, s):
+    live, width = 1_000_000, 10
+    matches = round(s * live)
+    for index in (graph, ivf):
+        for kind in ("filtered", "postfilter"):
+            plan = choose(matches, live, width, index, force=PlanKind(kind))
+            assert plan.kind == kind and knob_of(plan) is not None
+            assert (plan.fallback is not None) == (kind == "postfilter" and index is graph)
+        assert choose(matches, live, width, index, force=PlanKind.EXACT).kind == "exact"
+        assert choose(matches, live, width, index, force=PlanKind.SCAN).kind == "scan"
+        assert choose(matches, live, width, index, clustered=True, force=PlanKind.CLUSTERS).kind == "clusters"
+    ef = graph.default_search_param(width)  # a forced plan widens ef by the same rules as a chosen one
+    assert choose(matches, live, width, graph, force=PlanKind.FILTERED).ef == walk_ef(ef, s)
+    assert choose(matches, live, width, graph, force=PlanKind.POSTFILTER).ef == post_ef(ef, width, s)
+
+
+def test_forced_exact_or_scan_without_a_filter_scans_every_code(graph):
+    for force in (PlanKind.EXACT, PlanKind.SCAN):
+        plan = choose(None, 5_000, 10, graph, force=force)
+        assert plan.kind == "scan" and plan.matches == 5_000 and plan.ef is None and plan.fallback is None
+    assert choose(0, 5_000, 10, graph, force=PlanKind.POSTFILTER).kind == "none"  # nothing to search
+
+
+@pytest.mark.parametrize(("index_name", "matches", "clustered", "force", "message"), [
+    ("none", 100, False, PlanKind.FILTERED, "needs an index"),
+    ("empty", 100, False, PlanKind.POSTFILTER, "needs an index"),
+    ("graph", None, False, PlanKind.FILTERED, "a filter or a tenant"),
+    ("graph", 100, False, PlanKind.CLUSTERS, "multi-tenant"),
+    ("graph", 100, False, PlanKind.ALL, "plan must be one of"),
+])
+def test_a_plan_that_cannot_run_is_refused(index_name, matches, clustered, force, message):
+    with pytest.raises(InvalidInput, match=message):
+        choose(matches, 5_000, 10, make_index(index_name), clustered=clustered, force=force)
+
+
+def test_thresholds_move_the_choices(graph, ivf):
+    """Lower exact thresholds send mid-size filters to the index: exact below 50 rows, then by selectivity."""
+    low = Thresholds(exact_rows=50, exact_fraction=0.005, rows_per_ef=0, post_rows_per_ef=0)
+    live, width = 3_000, 10
+    for index in (graph, ivf):
+        assert choose(30, live, width, index, thresholds=low).kind == "exact"
+        assert choose(30, live, width, index).kind == "exact"
+        assert choose(1_800, live, width, index, thresholds=low).kind == "postfilter"
+        assert choose(1_800, live, width, index).kind == "exact"  # 1,800 <= DEFAULT.exact_rows
+    s, ef = 0.1, graph.default_search_param(width)
+    plan = choose(round(s * live), live, width, graph, thresholds=low)
+    post, walk = post_ef(ef, width, s), walk_ef(ef, s)
+    assert plan.kind == "postfilter" and plan.ef == post
+    assert plan.fallback == (max(width, math.ceil(s * post / 2)), walk)
+    wide = 40  # a beam of post_depth * k / s outgrows post_beam times the walk's: the walk is chosen
+    assert POST_DEPTH * wide / s > POST_BEAM * walk_ef(graph.default_search_param(wide), s)
+    assert choose(round(s * live), live, wide, graph, thresholds=low).kind == "filtered"
+    assert choose(round(s * live), live, width, ivf, thresholds=low).kind == "filtered"

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 import vecpack
 from vecpack import Conflict, CorruptData, InvalidInput, NotFound
 from vecpack.index.tenant_clusters import CANDIDATES_PER_RESULT, TenantClusters
-from vecpack.query import planner
 from vecpack.query.filters import matches, parse
 from vecpack.search import exact_knn
 from vecpack.storage import segments
@@ -45,11 +44,10 @@ def test_tenants_never_see_each_other(ops, index):
     with ExitStack() as patches:
         if index == "clusters":
             patches.enter_context(patch.object(segments, "MIN_INDEX_ROWS", 4))
-            patches.enter_context(patch.object(planner, "EXACT_ROWS", 0))
-        interleave(ops, "graph" if index == "clusters" else index)
+        interleave(ops, "graph" if index == "clusters" else index, clusters=index == "clusters")
 
 
-def interleave(ops, index: str) -> None:
+def interleave(ops, index: str, clusters: bool = False) -> None:
     model: dict[str, dict[str, dict]] = {t: {} for t in TENANTS}
     with vecpack.connect() as db:
         col = db.create_collection("c", dim=DIM, codec="float32", index=index, seal_rows=4, multi_tenant=True)
@@ -81,10 +79,11 @@ def interleave(ops, index: str) -> None:
                 col.delete(arg, tenant=tenant)
                 for i in arg:
                     del model[tenant][i]
-        check(col, model)
+        check(col, model, "clusters" if clusters and col.stats()["clustered_rows"] else None)
 
 
-def check(col: vecpack.Collection, model: dict[str, dict[str, dict]]) -> None:
+def check(col: vecpack.Collection, model: dict[str, dict[str, dict]], plan: str | None = None) -> None:
+    """``plan``: forced on unfiltered tenant searches."""
     existing = {t["name"] for t in col.list_tenants()}
     assert len(col) == sum(len(m) for m in model.values())
     q = np.random.default_rng(0).normal(size=(2, DIM)).astype(np.float32)
@@ -100,7 +99,7 @@ def check(col: vecpack.Collection, model: dict[str, dict[str, dict]]) -> None:
         for r in got:  # each record is this tenant's latest version, vector and metadata
             np.testing.assert_array_equal(r.vector, vector(tenant, r.id, records[r.id]["_v"]))
             assert {k: v for k, v in records[r.id].items() if k != "_v"} == r.metadata
-        for hits in col.search(q, 20, tenant=tenant):
+        for hits in col.search(q, 20, tenant=tenant, plan=plan):
             assert len(hits) == len(records) and {h.id for h in hits} == set(records)
         for where in WHERES:
             expected = {i for i, m in records.items() if matches(parse(where), m)}
@@ -163,11 +162,11 @@ def test_tenant_lifecycle_and_bad_input(tmp_path):
         assert col.multi_tenant and [r.id for r in col.get(tenant="globex")] == ["a"]
 
 
-def test_large_tenants_search_their_own_postings_in_shared_clusters(tmp_path, monkeypatch):
-    """A tenant above EXACT_ROWS is searched through its rows in the shared clusters nearest the query: every
-    hit its own, deleted rows never, rows added after optimize() found at once; the clusters persist, follow
-    compaction, and their postings leave memory with a deactivated tenant."""
-    monkeypatch.setattr(planner, "EXACT_ROWS", 200)
+def test_large_tenants_search_their_own_postings_in_shared_clusters(tmp_path):
+    """A tenant searched through its rows in the shared clusters nearest the query (the plan for tenants above
+    the planner's exact_rows; forced here on smaller ones): every hit its own, deleted rows never, rows added
+    after optimize() found at once; the clusters persist, follow compaction, and their postings leave memory
+    with a deactivated tenant."""
     rng = np.random.default_rng(3)
     x = rng.normal(size=(3000, DIM)).astype(np.float32)
     owner = rng.choice(2, size=3000, p=[0.8, 0.2])
@@ -178,17 +177,18 @@ def test_large_tenants_search_their_own_postings_in_shared_clusters(tmp_path, mo
             rows = np.flatnonzero(owner == t)
             col.add([str(r) for r in rows], x[rows], tenant=f"t{t}")
         col.optimize()
-        assert col.explain(10, tenant="t0")["plan"] == "clusters"
+        assert col.explain(10, tenant="t0")["plan"] == "exact"  # 2,400 rows <= exact_rows
+        assert col.explain(10, tenant="t0", plan="clusters")["plan"] == "clusters"
         col.delete([str(r) for r in np.flatnonzero(owner == 0)[:3]], tenant="t0")
         far = np.full((1, DIM), 50.0, np.float32)  # a row added after optimize() is found at once
         col.add(["new"], far, tenant="t0")
-        assert col.search(far[0] - 1, 1, tenant="t0")[0].id == "new"
+        assert col.search(far[0] - 1, 1, tenant="t0", plan="clusters")[0].id == "new"
 
         def check_tenants(col):
             for t in range(2):
                 present = {h.id for h in col.get(tenant=f"t{t}")}
                 rows = [r for r in np.flatnonzero(owner == t) if f"{r}" in present]
-                hits = col.search(q, 10, tenant=f"t{t}")
+                hits = col.search(q, 10, tenant=f"t{t}", plan="clusters")
                 truth = np.asarray(rows)[exact_knn(x[rows], q, 10, "l2")[0]]
                 found = [{int(h.id) for h in hs if h.id != "new"} for hs in hits]
                 assert all(len(hs) == 10 for hs in hits)

@@ -60,7 +60,7 @@ if typer is not None:
         peers: bool = typer.Option(True, help="run FAISS in the same process for comparison"),
     ) -> None:
         """Benchmark every codec (memory, recall, nDCG, QPS) against exact float32 and FAISS."""
-        from vecpack.bench import run_benchmark
+        from vecpack.bench.runner import run_benchmark
 
         run_benchmark(dataset, out, codecs=[c for c in codecs.split(",") if c] or None, n_queries=queries,
                       peers=peers)
@@ -270,7 +270,7 @@ def _embed(texts: list[str]) -> np.ndarray:
 @functools.cache
 def _embedder() -> Any:
     """The model, loaded once per process (seconds)."""
-    from vecpack.embed import Embedder
+    from vecpack.embeddings import Embedder
 
     return Embedder()
 

@@ -221,10 +221,11 @@ class RemoteCollection:
     def search(
         self, q: Any, k: int = 10, *, where: dict[str, Any] | list[dict[str, Any] | None] | None = None,
         rerank: int | None = None, ef: int | None = None, nprobe: int | None = None, tenant: str | None = None,
+        plan: str | None = None,
     ) -> list[Hit] | list[list[Hit]]:
         """Nearest records, best first: a list of Hit for a (dim,) query, one list per query for (m, dim)."""
         q, single = validate.queries(q, self.dim, metric=self.metric)
-        body = {"k": k, "where": where, "rerank": rerank, "ef": ef, "nprobe": nprobe, "tenant": tenant}
+        body = {"k": k, "where": where, "rerank": rerank, "ef": ef, "nprobe": nprobe, "tenant": tenant, "plan": plan}
         hits = self._send("search", "q", q, [self.dim] if single else list(q.shape), body, idempotent=True)["hits"]
         if single:
             return [Hit(**h) for h in hits]
@@ -246,11 +247,11 @@ class RemoteCollection:
 
     def explain(
         self, k: int = 10, *, where: dict[str, Any] | None = None, ef: int | None = None, nprobe: int | None = None,
-        tenant: str | None = None,
+        tenant: str | None = None, plan: str | None = None,
     ) -> dict[str, Any]:
         """How ``search`` would run: the plan, matching rows, selectivity, why."""
-        return self._call("POST", "explain", {"k": k, "where": where, "ef": ef, "nprobe": nprobe, "tenant": tenant},
-                          idempotent=True)
+        body = {"k": k, "where": where, "ef": ef, "nprobe": nprobe, "tenant": tenant, "plan": plan}
+        return self._call("POST", "explain", body, idempotent=True)
 
     def stats(self) -> dict[str, Any]:
         """Counts and sizes (``Collection.stats``)."""

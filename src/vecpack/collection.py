@@ -193,6 +193,7 @@ class Collection:
     def search(
         self, q: Any, k: int = 10, *, where: dict[str, Any] | list[dict[str, Any] | None] | None = None,
         rerank: int | None = None, ef: int | None = None, nprobe: int | None = None, tenant: str | None = None,
+        plan: str | None = None,
     ) -> list[Hit] | list[list[Hit]]:
         """Nearest records to the query/queries, best first.
 
@@ -208,6 +209,9 @@ class Collection:
             default (0 for float32, float16 and int8; max(10k, 100) for binary and PQ); 0 = off.
         ef : graph index only: beam width (default max(64, k, rerank)); larger = better recall, slower.
         nprobe : IVF index only: lists scanned per query (default 3 sqrt(nlist), at least 8).
+        plan : run this plan instead of the planner's choice, to check recall or compare plans: "exact" or
+            "scan" (no index: the matching rows' codes, or every code skipping the others), "filtered" or
+            "postfilter" (the index, with a filter or tenant), "clusters" (a tenant's shared clusters).
 
         Returns
         -------
@@ -215,16 +219,17 @@ class Collection:
         similarity, inner product (descending) or L2 distance (ascending).
         """
         q, single = validate.queries(q, self.dim, metric=self.metric)
-        params = SearchParams.check(self.name, self.index_kind, k, rerank, ef, nprobe)
+        params = SearchParams.check(self.name, self.index_kind, k, rerank, ef, nprobe, plan)
         groups = filter_groups(where, q.shape[0], single)
         results = self._reader.search(prepare(q, self.metric), params, groups, tenant)
         return results[0] if single else results
 
     def explain(
         self, k: int = 10, *, where: dict[str, Any] | None = None, ef: int | None = None, nprobe: int | None = None,
-        tenant: str | None = None,
+        tenant: str | None = None, plan: str | None = None,
     ) -> dict[str, Any]:
-        """How ``search(q, k, where=..., ef=..., nprobe=...)`` would run: the plan, matching rows, selectivity, why.
+        """How ``search(q, k, where=..., ef=..., nprobe=..., plan=...)`` would run: the plan, matching rows,
+        selectivity, why.
 
         A multi-tenant collection's plan is explained in the tenant's numbers only: ``live`` and ``selectivity``
         count the tenant's rows, and nothing derived from the other tenants' rows (the index's widened ef, the
@@ -239,7 +244,7 @@ class Collection:
         >>> plan["plan"], plan["matches"], plan["selectivity"]
         ('exact', 1, 0.25)
         """
-        params = SearchParams.check(self.name, self.index_kind, k, None, ef, nprobe)
+        params = SearchParams.check(self.name, self.index_kind, k, None, ef, nprobe, plan)
         node = filters.parse(where) if where is not None else None
         return self._reader.explain(params, node, tenant)
 

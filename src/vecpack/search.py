@@ -98,17 +98,16 @@ def search_rows(
     indexed = index.rows if index is not None else 0
     if indexed:
         refine = codec.refine_pool(k)
-        knob = ef if index.knob == "ef" else nprobe  # the one the index reads
-        if refine and index.knob == "ef":
+        if refine and index.search_param == "ef":
             # a graph's beam is at hand: re-score all of it (costs no hops); widening the beam to the
             # codec's refine pool instead would cost hops (ef 100 runs 3-4x slower than ef 16-24)
-            knob = index.check_knob(knob, width)
-            pool = max(width, knob)
+            ef = index.default_search_param(width) if ef is None else ef
+            pool = max(width, ef)
         else:
             pool = max(width, refine)
-            knob = index.check_knob(knob, pool)
         probe = codec.probe(q)
-        found = index.search(q, probe, codes[:indexed], allowed, pool, knob, filtered=filtered, fallback=fallback)
+        found = index.search(q, probe, codes[:indexed], allowed, pool, ef=ef, nprobe=nprobe, filtered=filtered,
+                             fallback=fallback)
         if refine:  # a two-level codec: the index ranked by its first level; re-score with both
             fine = codec.refine_probe(probe)
             found = refine_rows(fine.kind, fine.qf, fine.qw, fine.view(codes), found[1], width)

@@ -36,7 +36,8 @@ def load_corpus() -> Corpus:
         ds = load_dataset("scifact")
         return Corpus("SciFact (all-MiniLM-L6-v2 embeddings)", ds.corpus_ids, ds.texts or ds.corpus_ids,
                       ds.corpus, ds.query_texts or ds.query_ids, ds.queries)
-    from vecpack.embed import Embedder, pydoc_corpus, pydoc_queries
+    from vecpack.bench.pydoc import pydoc_corpus, pydoc_queries
+    from vecpack.embeddings import Embedder
 
     ids, texts = pydoc_corpus()
     queries = pydoc_queries()

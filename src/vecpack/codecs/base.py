@@ -96,7 +96,7 @@ class Scorer(ABC):
         self,
         codes: np.ndarray,
         row0: int,
-        live: np.ndarray,
+        allowed: np.ndarray,
         heap_s: np.ndarray,
         heap_r: np.ndarray,
     ) -> None:
@@ -105,14 +105,14 @@ class Scorer(ABC):
         Parameters
         ----------
         codes : uint8 (b, code_size), rows ``row0 .. row0 + b - 1``.
-        live : uint8 (b,), 0 for deleted rows (never returned).
+        allowed : uint8 (b,), 0 for a row that must not be returned (deleted, or not passing a filter).
         heap_s, heap_r : float32 / int64 (m, k) heaps, updated in place.
         """
 
     def scan_layout(
-        self, layout: np.ndarray, row0: int, live: np.ndarray, heap_s: np.ndarray, heap_r: np.ndarray
+        self, layout: np.ndarray, row0: int, allowed: np.ndarray, heap_s: np.ndarray, heap_r: np.ndarray
     ) -> None:
-        """``scan`` of the first ``len(live)`` rows of ``layout``, the codec's ``scan_layout`` of them."""
+        """``scan`` of the first ``len(allowed)`` rows of ``layout``, the codec's ``scan_layout`` of them."""
         raise NotImplementedError(f"{type(self).__name__} scans code rows as stored")
 
 
@@ -131,12 +131,12 @@ class DecodeScorer(Scorer):
         self.q = q
         self.q_sq = np.einsum("ij,ij->i", q, q) if codec.metric == "l2" else None
 
-    def scan(self, codes, row0, live, heap_s, heap_r) -> None:
+    def scan(self, codes, row0, allowed, heap_s, heap_r) -> None:
         for a in range(0, codes.shape[0], self.block_rows):
             b = min(a + self.block_rows, codes.shape[0])
             xb = self.codec.decode(codes[a:b])
             s = block_scores(self.q, xb, self.q_sq)
-            merge_scores(s, row0 + a, live[a:b], heap_s, heap_r)
+            merge_scores(s, row0 + a, allowed[a:b], heap_s, heap_r)
 
 
 def block_scores(q: np.ndarray, xb: np.ndarray, q_sq: np.ndarray | None) -> np.ndarray:
@@ -162,9 +162,9 @@ class ProbeScorer(Scorer):
     def __init__(self, probe: Probe) -> None:
         self.probe = probe
 
-    def scan(self, codes, row0, live, heap_s, heap_r) -> None:
+    def scan(self, codes, row0, allowed, heap_s, heap_r) -> None:
         p = self.probe
-        probe_scan(p.kind, p.qf, p.qw, p.view(np.ascontiguousarray(codes)), row0, live, heap_s, heap_r)
+        probe_scan(p.kind, p.qf, p.qw, p.view(np.ascontiguousarray(codes)), row0, allowed, heap_s, heap_r)
 
 
 class Codec(ABC):

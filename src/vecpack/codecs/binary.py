@@ -88,6 +88,6 @@ class BinaryScorer(Scorer):
             self.qc = -2 * total - np.einsum("ij,ij->i", qc, qc) - float(np.dot(codec.sigma, codec.sigma))
         self.qa, self.qb, self.qc = (np.ascontiguousarray(a, dtype=np.float32) for a in (self.qa, self.qb, self.qc))
 
-    def scan(self, codes, row0, live, heap_s, heap_r) -> None:
+    def scan(self, codes, row0, allowed, heap_s, heap_r) -> None:
         words = np.ascontiguousarray(codes).view(np.uint64)
-        binary_scan(words, row0, live, self.planes, self.qa, self.qb, self.qc, heap_s, heap_r, *self.tokens)
+        binary_scan(words, row0, allowed, self.planes, self.qa, self.qb, self.qc, heap_s, heap_r, *self.tokens)

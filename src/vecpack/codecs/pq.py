@@ -86,5 +86,5 @@ class LUTScorer(Scorer):
         bias = np.zeros(q.shape[0]) if codec.metric == "ip" else -np.einsum("ij,ij->i", q, q)
         self.bias = bias.astype(np.float32)
 
-    def scan(self, codes, row0, live, heap_s, heap_r) -> None:
-        lut_scan(np.ascontiguousarray(codes), row0, live, self.luts, self.bias, heap_s, heap_r)
+    def scan(self, codes, row0, allowed, heap_s, heap_r) -> None:
+        lut_scan(np.ascontiguousarray(codes), row0, allowed, self.luts, self.bias, heap_s, heap_r)

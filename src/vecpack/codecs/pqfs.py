@@ -122,8 +122,8 @@ class FastScanScorer(Scorer):
         lut_u8, self.scale, self.offset = quantize_tables(luts, bias)
         self.luts = np.ascontiguousarray(lut_u8.reshape(q.shape[0], codec.code_size, 2 * K))
 
-    def scan(self, codes, row0, live, heap_s, heap_r) -> None:
-        fastscan(np.ascontiguousarray(codes), row0, live, self.luts, self.scale, self.offset, heap_s, heap_r)
+    def scan(self, codes, row0, allowed, heap_s, heap_r) -> None:
+        fastscan(np.ascontiguousarray(codes), row0, allowed, self.luts, self.scale, self.offset, heap_s, heap_r)
 
-    def scan_layout(self, layout, row0, live, heap_s, heap_r) -> None:
-        fastscan(None, row0, live, self.luts, self.scale, self.offset, heap_s, heap_r, blocks=layout)
+    def scan_layout(self, layout, row0, allowed, heap_s, heap_r) -> None:
+        fastscan(None, row0, allowed, self.luts, self.scale, self.offset, heap_s, heap_r, blocks=layout)

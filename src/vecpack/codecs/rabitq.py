@@ -196,10 +196,10 @@ class RaBitQScorer(Scorer):
             self.kind, self.qw_full = RABITQ_EX, planes.reshape(len(qr), -1)
         self.tokens = (shape_token(codec.words), shape_token(QUERY_BITS), shape_token(codec.code_size // 8))
 
-    def scan(self, codes, row0, live, heap_s, heap_r) -> None:
+    def scan(self, codes, row0, allowed, heap_s, heap_r) -> None:
         words = np.ascontiguousarray(codes).view(np.uint64)
         rabitq_scan(
-            words, words.view(np.float32), row0, np.ascontiguousarray(live, dtype=np.uint8), self.planes, self.qf,
+            words, words.view(np.float32), row0, np.ascontiguousarray(allowed, dtype=np.uint8), self.planes, self.qf,
             self.qw_full, self.qf_full, kind_token(self.kind), heap_s, heap_r, *self.tokens,
         )  # fmt: skip
 

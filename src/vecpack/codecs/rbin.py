@@ -215,11 +215,11 @@ class AsymmetricScorer(Scorer):
             qc += q @ codec.mu
         self.qc = qc.astype(np.float32)
 
-    def scan(self, codes, row0, live, heap_s, heap_r) -> None:
+    def scan(self, codes, row0, allowed, heap_s, heap_r) -> None:
         c = self.codec
         words = np.ascontiguousarray(codes).view(np.uint64)
         asym_scan(
-            words, row0, live, self.planes, self.qa, self.qb, self.qc, c.pair_planes, c.pair_qa, c.pair_qb,
+            words, row0, allowed, self.planes, self.qa, self.qb, self.qc, c.pair_planes, c.pair_qa, c.pair_qb,
             heap_s, heap_r, *c.tokens, shape_token(QUERY_BITS),
         )  # fmt: skip
 
@@ -246,6 +246,6 @@ class SymmetricScorer(Scorer):
             self.pw = np.zeros(0, dtype=np.float32)
         self.qc = np.asarray(qc, dtype=np.float32)
 
-    def scan(self, codes, row0, live, heap_s, heap_r) -> None:
+    def scan(self, codes, row0, allowed, heap_s, heap_r) -> None:
         words = np.ascontiguousarray(codes).view(np.uint64)
-        sym_scan(words, row0, live, self.qbits, self.amat, self.pw, self.qc, heap_s, heap_r, *self.codec.tokens)
+        sym_scan(words, row0, allowed, self.qbits, self.amat, self.pw, self.qc, heap_s, heap_r, *self.codec.tokens)

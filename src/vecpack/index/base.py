@@ -22,7 +22,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from vecpack import validate
 from vecpack.codecs.base import Probe
 from vecpack.errors import CorruptData, InvalidInput
 from vecpack.storage.files import fsync_dir
@@ -41,8 +40,8 @@ class Index(ABC):
     codec metric "ip" or "l2" under "metric")."""
 
     kind: ClassVar[IndexKind]
-    #: name of the search-time parameter ("ef" for a graph, "nprobe" for IVF): ``search``'s ``knob``
-    knob: ClassVar[str]
+    #: the search-time parameter this index reads: "ef" (a graph's beam width) or "nprobe" (IVF's lists scanned)
+    search_param: ClassVar[str]
 
     def __init__(self, rows: int, params: dict[str, Any]) -> None:
         self.rows = rows
@@ -59,14 +58,17 @@ class Index(ABC):
 
     @abstractmethod
     def search(
-        self, q: np.ndarray, probe: Probe, codes: np.ndarray, allowed: np.ndarray, k_out: int, knob: int,
-        *, filtered: bool = False, fallback: tuple[int, int] | None = None,
+        self, q: np.ndarray, probe: Probe, codes: np.ndarray, allowed: np.ndarray, k_out: int, *,
+        ef: int | None = None, nprobe: int | None = None, filtered: bool = False,
+        fallback: tuple[int, int] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Best k_out allowed candidates per query, best first: scores float32 / rows int64 (m, k_out), -1 = none.
 
         q : float32 (m, d) prepared queries; probe : the same queries described by the codec;
         codes : the collection's codes of rows 0 .. rows-1; allowed : uint8 by row, 0 = not to be returned
-        (deleted, or not passing a filter); knob : the index's ``knob`` (a graph's ef, IVF's nprobe).
+        (deleted, or not passing a filter).
+        ef / nprobe : the search parameter of a graph / an IVF index (None = ``default_search_param(k_out)``);
+            an index reads only its own ``search_param``.
         filtered : ``allowed`` passes few rows (a filter): search through them only, where the
             structure allows it (graph); an index whose scan checks ``allowed`` anyway ignores it.
         fallback : (min_allowed, walk_ef), post-filtering ``allowed``: a query whose search found fewer than
@@ -86,8 +88,8 @@ class Index(ABC):
         """Cheap structural checks after loading (ids in range, consistent shapes); CorruptData if not."""
 
     @abstractmethod
-    def default_knob(self, k_out: int) -> int:
-        """Knob value used when the caller gives none (aims at recall@10 >= 0.95 after re-rank)."""
+    def default_search_param(self, k_out: int) -> int:
+        """The ``search_param`` used when the caller gives none (aims at recall@10 >= 0.95 after re-rank)."""
 
     @abstractmethod
     def arrays(self) -> dict[str, np.ndarray]:
@@ -101,12 +103,6 @@ class Index(ABC):
     def nbytes(self) -> int:
         """Bytes of the index's own arrays (resident while serving)."""
         return sum(a.nbytes for a in self.arrays().values())
-
-    def check_knob(self, knob: int | None, k_out: int) -> int:
-        """The knob to search with: the default for None, else a positive int (InvalidInput otherwise)."""
-        if knob is None:
-            return self.default_knob(k_out)
-        return validate.positive_int(knob, self.knob, high=1 << 30)
 
 
 def with_defaults(kind: str, params: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:

@@ -14,27 +14,27 @@ def scan_codes(
     scorer: Scorer,
     codes: np.ndarray,
     row0: int,
-    live: np.ndarray,
+    allowed: np.ndarray,
     heaps: tuple[np.ndarray, np.ndarray],
     layout: np.ndarray | None = None,
 ) -> None:
-    """Merge the scores of code rows uint8 (n, code_size), numbered from row0, into heaps; live == 0 rows skipped.
+    """Merge the scores of code rows uint8 (n, code_size), numbered from row0, into heaps; allowed == 0 rows skipped.
 
     layout : the same rows as the codec's ``scan_layout`` arranged them, scanned instead when given.
     """
     if not codes.shape[0]:
         return
     if layout is None:
-        scorer.scan(codes, row0, live, *heaps)
+        scorer.scan(codes, row0, allowed, *heaps)
     else:
-        scorer.scan_layout(layout, row0, live, *heaps)
+        scorer.scan_layout(layout, row0, allowed, *heaps)
 
 
 def scan_exact(
     q: np.ndarray,
     vectors: np.ndarray,
     row0: int,
-    live: np.ndarray,
+    allowed: np.ndarray,
     metric: str,
     heaps: tuple[np.ndarray, np.ndarray],
 ) -> None:
@@ -49,4 +49,4 @@ def scan_exact(
         if metric == "cosine":
             norms = np.sqrt(np.einsum("ij,ij->i", xb, xb))
             s /= np.where(norms > 0, norms, np.inf)[None, :]
-        merge_scores(np.ascontiguousarray(s, dtype=np.float32), row0 + a, live[a : a + BLOCK_ROWS], *heaps)
+        merge_scores(np.ascontiguousarray(s, dtype=np.float32), row0 + a, allowed[a : a + BLOCK_ROWS], *heaps)

@@ -28,7 +28,7 @@ INSERT_ORDERS = ("given", "random", "lid")
 MAX_BATCH_FRACTION = 0.02
 #: during construction rows may hold SLACK * degree neighbours before a re-prune (FreshDiskANN's slack)
 SLACK = 1.3
-#: how many times a search doubles its width for queries that found fewer than k live rows
+#: how many times a search doubles its width for queries that found fewer than k allowed rows
 MAX_EF_GROWTH = 4
 #: most rows sampled as extra search starting points
 MAX_SEEDS = 1024
@@ -58,7 +58,7 @@ def graph_params(params: dict[str, Any]) -> dict[str, Any]:
 
 class GraphIndex(Index):
     kind = IndexKind.GRAPH
-    knob = "ef"
+    search_param = "ef"
 
     def __init__(self, rows: int, params: dict[str, Any], graph: np.ndarray, entry: int, seeds: np.ndarray) -> None:
         super().__init__(rows, params)
@@ -112,20 +112,21 @@ class GraphIndex(Index):
             size = min(2 * size, max_batch)
         self.graph = trim_rows(x, graph, alpha2, degree)
 
-    def search(self, q, probe: Probe, codes, allowed, k_out, knob, *, filtered=False, fallback=None):
-        """Beam search of width max(knob (= ef), k_out); queries left with fewer than k_out allowed rows
+    def search(self, q, probe: Probe, codes, allowed, k_out, *, ef=None, nprobe=None, filtered=False, fallback=None):
+        """Beam search of width max(ef, k_out); queries left with fewer than k_out allowed rows
         (deleted or filtered-out rows fill their pools) are searched again with a doubled width, up to
         MAX_EF_GROWTH times. ``filtered``: the beam holds only allowed rows and starts from the allowed
         seeds plus up to FILTER_ENTRIES sampled allowed rows.
         ``fallback`` = (min_allowed, walk_ef) post-filters (``allowed`` is a filter's bitmap): one beam of
         width ef through every row; a query whose beam holds fewer than min_allowed passing rows (the
         filter passes few rows near it) is searched again as ``filtered`` with width walk_ef."""
+        ef = self.default_search_param(k_out) if ef is None else ef
         if fallback is None:
-            return self._search(probe, codes, allowed, k_out, knob, filtered)
+            return self._search(probe, codes, allowed, k_out, ef, filtered)
         min_allowed, walk_ef = fallback
         width = max(k_out, min_allowed)
         scores, rows = graph_search(probe.kind, probe.qf, probe.qw, probe.view(codes), self.graph, self._entries,
-                                    max(knob, width), allowed, width)
+                                    max(ef, width), allowed, width)
         sparse = np.flatnonzero(rows[:, min_allowed - 1] < 0)
         scores, rows = scores[:, :k_out].copy(), rows[:, :k_out].copy()
         if sparse.size:
@@ -176,7 +177,7 @@ class GraphIndex(Index):
         if self.seeds.size and not 0 <= int(self.seeds.min()) <= int(self.seeds.max()) < self.rows:
             raise CorruptData("graph index: a search seed is out of range")
 
-    def default_knob(self, k_out):
+    def default_search_param(self, k_out):
         return max(64, k_out)
 
     def arrays(self):

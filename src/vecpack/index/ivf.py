@@ -41,7 +41,7 @@ def ivf_params(params: dict[str, Any]) -> dict[str, Any]:
 
 class IVFIndex(Index):
     kind = IndexKind.IVF
-    knob = "nprobe"
+    search_param = "nprobe"
 
     def __init__(
         self, rows: int, params: dict[str, Any], centroids: np.ndarray, offsets: np.ndarray,
@@ -88,10 +88,10 @@ class IVFIndex(Index):
         list_codes = np.ascontiguousarray(all_codes[order])
         return IVFIndex(n, self.params, self.centroids, offsets, all_rows[order], list_codes)
 
-    def search(self, q, probe: Probe, codes, allowed, k_out, knob, *, filtered=False, fallback=None):
-        """Scan the knob (= nprobe) nearest lists; queries that found fewer than k_out allowed rows (small
+    def search(self, q, probe: Probe, codes, allowed, k_out, *, ef=None, nprobe=None, filtered=False, fallback=None):
+        """Scan the nprobe nearest lists; queries that found fewer than k_out allowed rows (small
         lists, deleted or filtered-out rows) scan twice as many lists, until every list is scanned."""
-        nprobe = knob
+        nprobe = self.default_search_param(k_out) if nprobe is None else nprobe
         scores, rows = self._scan(q, probe, allowed, k_out, nprobe)
         nlist = self.centroids.shape[0]
         while nprobe < nlist:
@@ -139,7 +139,7 @@ class IVFIndex(Index):
         if n_entries and not 0 <= int(self.list_rows.min()) <= int(self.list_rows.max()) < self.rows:
             raise CorruptData("ivf index: a list entry's row is out of range")
 
-    def default_knob(self, k_out):
+    def default_search_param(self, k_out):
         # 3 sqrt(nlist) lists: recall@10 0.95-0.97 measured on SciFact (nlist 132) and the 50k sentence set
         nlist = self.centroids.shape[0]
         return min(nlist, max(8, round(3 * np.sqrt(nlist))))

@@ -132,7 +132,7 @@ def score_chunk(codes_t, pcs, b, plane, qa, qb, qc, out, words_token, bits_token
 
 
 @njit(cache=True)
-def _scan_queries(task, codes_t, pcs, b, row0, live, planes, qa, qb, qc, heap_s, heap_r, words_token, bits_token):
+def _scan_queries(task, codes_t, pcs, b, row0, allowed, planes, qa, qb, qc, heap_s, heap_r, words_token, bits_token):
     """Score the queries of one task (QUERY_CHUNK of them) against a chunk of b word-major codes; merge into heaps."""
     q0 = task * QUERY_CHUNK
     q1 = min(heap_s.shape[0], q0 + QUERY_CHUNK)
@@ -147,14 +147,14 @@ def _scan_queries(task, codes_t, pcs, b, row0, live, planes, qa, qb, qc, heap_s,
         s1, s2 = score_chunk(codes_t, pcs, b, planes[i], qa[i], qb[i], qc[i], scores, words_token, bits_token)
         mu = s1 / b
         sd = np.sqrt(max(s2 / b - mu * mu, 0.0))
-        merge_row(scores, row0, live, heap_s[i], heap_r[i], bs, bj, br, mu, sd, no_ids)
+        merge_row(scores, row0, allowed, heap_s[i], heap_r[i], bs, bj, br, mu, sd, no_ids)
 
 
 @njit(cache=True, parallel=True)
-def binary_scan(codes, row0, live, planes, qa, qb, qc, heap_s, heap_r, words_token, bits_token):
+def binary_scan(codes, row0, allowed, planes, qa, qb, qc, heap_s, heap_r, words_token, bits_token):
     """Score 1-bit codes against quantised queries and merge into heaps.
 
-    codes uint64 (n, W); live uint8 (n,); planes uint64 (m, W, nbits) from ``quantize_queries``;
+    codes uint64 (n, W); allowed uint8 (n,); planes uint64 (m, W, nbits) from ``quantize_queries``;
     score(query i, row r) = qa[i] * popcount(b_r) + qb[i] * sum_j u_ij b_rj + qc[i] (qa, qb, qc float32 (m,)).
     heap_s float32 (m, k) / heap_r int64 (m, k) updated in place.
     words_token / bits_token: ``shape_token(W)`` / ``shape_token(nbits)``.
@@ -170,14 +170,14 @@ def binary_scan(codes, row0, live, planes, qa, qb, qc, heap_s, heap_r, words_tok
     for c0 in range(0, n, chunk):
         c1 = min(n, c0 + chunk)
         _transpose_codes(codes, c0, c1, codes_t, pcs, words_token)
-        b, r0, chunk_live = c1 - c0, row0 + c0, np.ascontiguousarray(live[c0:c1])
+        b, r0, chunk_allowed = c1 - c0, row0 + c0, np.ascontiguousarray(allowed[c0:c1])
         if n_tasks == 1:  # skip the parallel region: waking the threads per chunk costs ~90 us
-            _scan_queries(0, codes_t, pcs, b, r0, chunk_live, planes, qa, qb, qc, heap_s, heap_r, words_token,
+            _scan_queries(0, codes_t, pcs, b, r0, chunk_allowed, planes, qa, qb, qc, heap_s, heap_r, words_token,
                           bits_token)
             continue
         for task in prange(n_tasks):
             _scan_queries(
-                task, codes_t, pcs, b, r0, chunk_live, planes, qa, qb, qc, heap_s, heap_r, words_token, bits_token
+                task, codes_t, pcs, b, r0, chunk_allowed, planes, qa, qb, qc, heap_s, heap_r, words_token, bits_token
             )
 
 

@@ -167,12 +167,12 @@ def beam_search(kind_tok, qf, qw, codes, graph, entries, allow, pool_s, pool_r, 
 
 
 @njit(cache=True)
-def _search_queries(i0, i1, kind_tok, qf, qw, codes, graph, entries, live, filtered, out_s, out_r, pool_s, pool_r):
+def _search_queries(i0, i1, kind_tok, qf, qw, codes, graph, entries, allowed, filtered, out_s, out_r, pool_s, pool_r):
     """graph_search for queries i0 .. i1-1, with scratch pools of length ef."""
     k_out = out_s.shape[1]
     no_s = np.empty(0, dtype=np.float32)
     no_r = np.empty(0, dtype=np.int64)
-    allow = live if filtered else live[:0]
+    allow = allowed if filtered else allowed[:0]
     for i in range(i0, i1):
         size, _ = beam_search(kind_tok, qf[i], qw[i], codes, graph, entries, allow, pool_s, pool_r, no_s, no_r)
         c = 0
@@ -180,29 +180,30 @@ def _search_queries(i0, i1, kind_tok, qf, qw, codes, graph, entries, live, filte
             if c == k_out:
                 break
             r = pool_r[t]
-            if live[r]:
+            if allowed[r]:
                 out_s[i, c] = pool_s[t]
                 out_r[i, c] = r
                 c += 1
 
 
 @njit(cache=True, parallel=True)
-def _search_parallel(kind_tok, qf, qw, codes, graph, entries, ef, live, filtered, out_s, out_r):
+def _search_parallel(kind_tok, qf, qw, codes, graph, entries, ef, allowed, filtered, out_s, out_r):
     m = qf.shape[0]
     for task in prange((m + QUERY_CHUNK - 1) // QUERY_CHUNK):
         i0 = task * QUERY_CHUNK
         pool_s = np.empty(ef, dtype=np.float32)
         pool_r = np.empty(ef, dtype=np.int64)
-        _search_queries(i0, min(m, i0 + QUERY_CHUNK), kind_tok, qf, qw, codes, graph, entries, live, filtered,
+        _search_queries(i0, min(m, i0 + QUERY_CHUNK), kind_tok, qf, qw, codes, graph, entries, allowed, filtered,
                         out_s, out_r, pool_s, pool_r)
 
 
-def graph_search(kind, qf, qw, codes, graph, entries, ef, live, k_out, filtered=False):
-    """Per query, the k_out best live rows of an ef-wide beam search: scores float32 / rows int64 (m, k_out).
+def graph_search(kind, qf, qw, codes, graph, entries, ef, allowed, k_out, filtered=False):
+    """Per query, the k_out best allowed rows of an ef-wide beam search: scores float32 / rows int64 (m, k_out).
 
-    Deleted rows (live == 0) are traversed (they keep the graph connected) but never returned.
-    With ``filtered`` the beam holds live rows only and crosses the others by two hops
-    (``beam_search``'s ``allow``); every entry must then be live.
+    Rows with allowed == 0 (deleted, or not passing a filter) are traversed (they keep the graph
+    connected) but never returned.
+    With ``filtered`` the beam holds allowed rows only and crosses the others by two hops
+    (``beam_search``'s ``allow``); every entry must then be allowed.
     Missing results are (-inf, -1). A batch runs in parallel; a few queries skip the thread launch.
     """
     m = qf.shape[0]
@@ -212,9 +213,9 @@ def graph_search(kind, qf, qw, codes, graph, entries, ef, live, k_out, filtered=
     if m <= QUERY_CHUNK // 4:
         pool_s = np.empty(ef, dtype=np.float32)
         pool_r = np.empty(ef, dtype=np.int64)
-        _search_queries(0, m, tok, qf, qw, codes, graph, entries, live, filtered, out_s, out_r, pool_s, pool_r)
+        _search_queries(0, m, tok, qf, qw, codes, graph, entries, allowed, filtered, out_s, out_r, pool_s, pool_r)
     else:
-        _search_parallel(tok, qf, qw, codes, graph, entries, ef, live, filtered, out_s, out_r)
+        _search_parallel(tok, qf, qw, codes, graph, entries, ef, allowed, filtered, out_s, out_r)
     return out_s, out_r
 
 

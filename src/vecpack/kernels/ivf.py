@@ -51,7 +51,7 @@ def nearest_lists(q, centroids, half_sq, nprobe):
 
 
 @njit(cache=True, fastmath=True)
-def _scan_queries(i0, i1, kind_tok, qf, qw, codes, rows, offsets, probes, live, heap_s, heap_r, scores):
+def _scan_queries(i0, i1, kind_tok, qf, qw, codes, rows, offsets, probes, allowed, heap_s, heap_r, scores):
     """ivf_scan for queries i0 .. i1-1, with a scratch buffer as long as the longest list."""
     for i in range(i0, i1):
         hs = heap_s[i]
@@ -67,27 +67,27 @@ def _scan_queries(i0, i1, kind_tok, qf, qw, codes, rows, offsets, probes, live, 
                 scores[t - a] = score_row(kind_tok, f, w, codes[t])
             for t in range(a, offsets[lst + 1]):
                 s = scores[t - a]
-                if s > hs[0] and live[rows[t]]:
+                if s > hs[0] and allowed[rows[t]]:
                     heap_replace_top(hs, hr, s, rows[t])
 
 
 @njit(cache=True, parallel=True)
-def _scan_parallel(kind_tok, qf, qw, codes, rows, offsets, probes, live, heap_s, heap_r, longest):
+def _scan_parallel(kind_tok, qf, qw, codes, rows, offsets, probes, allowed, heap_s, heap_r, longest):
     m = probes.shape[0]
     for task in prange((m + QUERY_CHUNK - 1) // QUERY_CHUNK):
         i0 = task * QUERY_CHUNK
         scores = np.empty(longest, dtype=np.float32)
-        _scan_queries(i0, min(m, i0 + QUERY_CHUNK), kind_tok, qf, qw, codes, rows, offsets, probes, live, heap_s,
+        _scan_queries(i0, min(m, i0 + QUERY_CHUNK), kind_tok, qf, qw, codes, rows, offsets, probes, allowed, heap_s,
                       heap_r, scores)
 
 
-def ivf_scan(kind_tok, qf, qw, codes, rows, offsets, longest, probes, live, heap_s, heap_r):
-    """Merge the scores of every live row in each query's probed lists into its heap.
+def ivf_scan(kind_tok, qf, qw, codes, rows, offsets, longest, probes, allowed, heap_s, heap_r):
+    """Merge the scores of every allowed row in each query's probed lists into its heap.
 
     codes (N, ...) and rows int64 (N,) are the lists' entries stored list after list;
     list l spans offsets[l] .. offsets[l + 1] - 1; ``longest`` is the longest list's length.
     kind_tok = ``kind_token(probe kind)``. probes int64 (m, nprobe): lists per query (-1 = none).
-    live uint8 is indexed by row. heap_s float32 / heap_r int64 (m, k) updated in place.
+    allowed uint8 is indexed by row. heap_s float32 / heap_r int64 (m, k) updated in place.
 
     A list is scored into a buffer first, then merged: the scoring loop then has no
     branches and runs about 2x faster than scoring and merging row by row. A batch runs
@@ -96,9 +96,9 @@ def ivf_scan(kind_tok, qf, qw, codes, rows, offsets, longest, probes, live, heap
     m = probes.shape[0]
     if m <= QUERY_CHUNK // 4:
         scores = np.empty(longest, dtype=np.float32)
-        _scan_queries(0, m, kind_tok, qf, qw, codes, rows, offsets, probes, live, heap_s, heap_r, scores)
+        _scan_queries(0, m, kind_tok, qf, qw, codes, rows, offsets, probes, allowed, heap_s, heap_r, scores)
     else:
-        _scan_parallel(kind_tok, qf, qw, codes, rows, offsets, probes, live, heap_s, heap_r, longest)
+        _scan_parallel(kind_tok, qf, qw, codes, rows, offsets, probes, allowed, heap_s, heap_r, longest)
 
 
 @njit(cache=True, fastmath=True)

@@ -39,13 +39,13 @@ def pq_decode(codes, centroids):
 
 
 @njit(cache=True, fastmath=True)
-def _lut_query(i, codes, row0, live, luts, bias, heap_s, heap_r):
+def _lut_query(i, codes, row0, allowed, luts, bias, heap_s, heap_r):
     """lut_scan for query i."""
     lut = luts[i]
     hs = heap_s[i]
     hr = heap_r[i]
     for r in range(codes.shape[0]):
-        if live[r] == 0:
+        if allowed[r] == 0:
             continue
         s = bias[i]
         for j in range(codes.shape[1]):
@@ -55,15 +55,15 @@ def _lut_query(i, codes, row0, live, luts, bias, heap_s, heap_r):
 
 
 @njit(cache=True, parallel=True)
-def lut_scan(codes, row0, live, luts, bias, heap_s, heap_r):
+def lut_scan(codes, row0, allowed, luts, bias, heap_s, heap_r):
     """Score codes uint8 (n, M) with lookup tables float32 (m, M, 256) plus bias (m,); merge into heaps.
     One query runs on the calling thread (waking the pool costs ~90 us)."""
     m = luts.shape[0]
     if m == 1:
-        _lut_query(0, codes, row0, live, luts, bias, heap_s, heap_r)
+        _lut_query(0, codes, row0, allowed, luts, bias, heap_s, heap_r)
         return
     for i in prange(m):
-        _lut_query(i, codes, row0, live, luts, bias, heap_s, heap_r)
+        _lut_query(i, codes, row0, allowed, luts, bias, heap_s, heap_r)
 
 
 @njit(cache=True, inline="always")

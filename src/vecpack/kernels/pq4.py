@@ -289,10 +289,10 @@ def _sum_bound(worst, scale, offset):
 
 
 @njit(cache=True)
-def scan_query(blocks, b_rows, row0, live, lut, scale, offset, hs, hr, sums):
+def scan_query(blocks, b_rows, row0, allowed, lut, scale, offset, hs, hr, sums):
     """Merge one query's scores of b_rows blocked rows (numbered from row0) into its heap hs / hr (k,).
 
-    blocks uint8 (>= ceil(b_rows / 64), B, 64); lut uint8 (B, 32); live uint8 (b_rows,); sums uint16 (BLOCK,)
+    blocks uint8 (>= ceil(b_rows / 64), B, 64); lut uint8 (B, 32); allowed uint8 (b_rows,); sums uint16 (BLOCK,)
     scratch. The scan stays on integer sums: a block whose largest sum cannot beat the heap's worst entry
     is skipped after one comparison, and only the rows above it are scored in float and pushed.
     """
@@ -307,7 +307,7 @@ def scan_query(blocks, b_rows, row0, live, lut, scale, offset, hs, hr, sums):
         if top <= bound:
             continue
         for j in range(m):
-            if sums[j] > bound and live[a + j]:
+            if sums[j] > bound and allowed[a + j]:
                 score = offset + scale * np.float32(sums[j])
                 if score > hs[0]:
                     heap_replace_top(hs, hr, score, row0 + a + j)
@@ -315,11 +315,11 @@ def scan_query(blocks, b_rows, row0, live, lut, scale, offset, hs, hr, sums):
 
 
 @njit(cache=True)
-def _scan_queries(task, blocks, b_rows, row0, live, luts, scale, offset, heap_s, heap_r):
+def _scan_queries(task, blocks, b_rows, row0, allowed, luts, scale, offset, heap_s, heap_r):
     """Scan one chunk's blocks for the queries of one task (QUERY_CHUNK of them)."""
     sums = np.empty(BLOCK, dtype=np.uint16)
     for i in range(task * QUERY_CHUNK, min(heap_s.shape[0], (task + 1) * QUERY_CHUNK)):
-        scan_query(blocks, b_rows, row0, live, luts[i], scale[i], offset[i], heap_s[i], heap_r[i], sums)
+        scan_query(blocks, b_rows, row0, allowed, luts[i], scale[i], offset[i], heap_s[i], heap_r[i], sums)
 
 
 @njit(cache=True)
@@ -332,49 +332,49 @@ def _chunk_blocks(codes, blocks, c0, c1, scratch):
 
 
 @njit(cache=True)
-def _scan_serial(codes, blocks, row0, live, luts, scale, offset, heap_s, heap_r):
+def _scan_serial(codes, blocks, row0, allowed, luts, scale, offset, heap_s, heap_r):
     """fastscan on one thread: no parallel region per chunk (its launch costs more than a few queries' scan)."""
-    n = live.shape[0]
+    n = allowed.shape[0]
     scratch = np.empty((0 if blocks.shape[0] else CHUNK_BLOCKS, luts.shape[1], BLOCK), dtype=np.uint8)
     n_tasks = (heap_s.shape[0] + QUERY_CHUNK - 1) // QUERY_CHUNK
     for c0 in range(0, n, ROW_CHUNK):
         c1 = min(n, c0 + ROW_CHUNK)
         chunk = _chunk_blocks(codes, blocks, c0, c1, scratch)
         for task in range(n_tasks):
-            _scan_queries(task, chunk, c1 - c0, row0 + c0, live[c0:c1], luts, scale, offset, heap_s, heap_r)
+            _scan_queries(task, chunk, c1 - c0, row0 + c0, allowed[c0:c1], luts, scale, offset, heap_s, heap_r)
 
 
 @njit(cache=True, parallel=True)
-def _scan_parallel(codes, blocks, row0, live, luts, scale, offset, heap_s, heap_r):
+def _scan_parallel(codes, blocks, row0, allowed, luts, scale, offset, heap_s, heap_r):
     """fastscan with the queries of each chunk spread over threads, QUERY_CHUNK per task."""
-    n = live.shape[0]
+    n = allowed.shape[0]
     scratch = np.empty((0 if blocks.shape[0] else CHUNK_BLOCKS, luts.shape[1], BLOCK), dtype=np.uint8)
     n_tasks = (heap_s.shape[0] + QUERY_CHUNK - 1) // QUERY_CHUNK
     for c0 in range(0, n, ROW_CHUNK):
         c1 = min(n, c0 + ROW_CHUNK)
         chunk = _chunk_blocks(codes, blocks, c0, c1, scratch)
         for task in prange(n_tasks):
-            _scan_queries(task, chunk, c1 - c0, row0 + c0, live[c0:c1], luts, scale, offset, heap_s, heap_r)
+            _scan_queries(task, chunk, c1 - c0, row0 + c0, allowed[c0:c1], luts, scale, offset, heap_s, heap_r)
 
 
-def fastscan(codes, row0, live, luts, scale, offset, heap_s, heap_r, blocks=None) -> None:
+def fastscan(codes, row0, allowed, luts, scale, offset, heap_s, heap_r, blocks=None) -> None:
     """Score nibble codes against quantised tables and merge into heaps.
 
     codes uint8 (n, B), or None when ``blocks`` holds the same rows blocked (``to_blocks``; (>= ceil(n / 64),
     B, 64)). luts uint8 (m, B, 32); score(query i, row r) = offset[i] + scale[i] * (sum of row r's table
-    entries) (scale, offset float32 (m,)). live uint8 (n,): 0 rows are skipped. heap_s float32 / heap_r int64
+    entries) (scale, offset float32 (m,)). allowed uint8 (n,): 0 rows are skipped. heap_s float32 / heap_r int64
     (m, k) updated in place. Batches of more than QUERY_CHUNK queries run in parallel.
     """
-    if live.shape[0] == 0 or heap_s.shape[0] == 0 or heap_s.shape[1] == 0:
+    if allowed.shape[0] == 0 or heap_s.shape[0] == 0 or heap_s.shape[1] == 0:
         return
-    live = np.ascontiguousarray(live)
+    allowed = np.ascontiguousarray(allowed)
     b = luts.shape[1]
     if blocks is None:
         blocks = np.empty((0, b, BLOCK), dtype=np.uint8)
     else:
         codes = np.empty((0, b), dtype=np.uint8)
     scan = _scan_serial if heap_s.shape[0] <= QUERY_CHUNK else _scan_parallel
-    scan(codes, blocks, row0, live, luts, scale, offset, heap_s, heap_r)
+    scan(codes, blocks, row0, allowed, luts, scale, offset, heap_s, heap_r)
 
 
 @njit(cache=True, inline="always")

@@ -122,7 +122,7 @@ def score_row(kind_tok, qf, qw, code):
 
 
 @njit(cache=True, fastmath=True)
-def _scan_queries(q0, q1, kind_tok, qf, qw, codes, row0, live, heap_s, heap_r):
+def _scan_queries(q0, q1, kind_tok, qf, qw, codes, row0, allowed, heap_s, heap_r):
     """probe_scan for queries q0..q1-1: rows in chunks of ROW_CHUNK, each chunk scored then merged per query."""
     n = codes.shape[0]
     cap = buffer_size(heap_s.shape[1])
@@ -133,28 +133,28 @@ def _scan_queries(q0, q1, kind_tok, qf, qw, codes, row0, live, heap_s, heap_r):
     for c0 in range(0, n, ROW_CHUNK):
         b = min(n, c0 + ROW_CHUNK) - c0
         scores = np.empty(b, dtype=np.float32)
-        chunk_live = np.ascontiguousarray(live[c0 : c0 + b])
+        chunk_allowed = np.ascontiguousarray(allowed[c0 : c0 + b])
         for i in range(q0, q1):
             f = qf[i]
             w = qw[i]
             for r in range(b):
                 scores[r] = score_row(kind_tok, f, w, codes[c0 + r])
-            merge_row(scores, row0 + c0, chunk_live, heap_s[i], heap_r[i], bs, bj, br, 0.0, -1.0, no_ids)
+            merge_row(scores, row0 + c0, chunk_allowed, heap_s[i], heap_r[i], bs, bj, br, 0.0, -1.0, no_ids)
 
 
 @njit(cache=True, parallel=True)
-def _scan_parallel(kind_tok, qf, qw, codes, row0, live, heap_s, heap_r):
+def _scan_parallel(kind_tok, qf, qw, codes, row0, allowed, heap_s, heap_r):
     m = qf.shape[0]
     for task in prange((m + QUERY_CHUNK - 1) // QUERY_CHUNK):
         q0 = task * QUERY_CHUNK
-        _scan_queries(q0, min(m, q0 + QUERY_CHUNK), kind_tok, qf, qw, codes, row0, live, heap_s, heap_r)
+        _scan_queries(q0, min(m, q0 + QUERY_CHUNK), kind_tok, qf, qw, codes, row0, allowed, heap_s, heap_r)
 
 
-def probe_scan(kind, qf, qw, codes, row0, live, heap_s, heap_r):
+def probe_scan(kind, qf, qw, codes, row0, allowed, heap_s, heap_r):
     """Score every code row with ``score_row`` and merge into the heaps (a flat scan over a probe).
 
     kind: a ``kernels.probe`` kind; qf float32 (m, F), qw uint64 (m, W): its per-query parameters.
-    codes (n, ...) rows row0 .. row0+n-1 in the kind's element type; live uint8 (n,), 0 = skip.
+    codes (n, ...) rows row0 .. row0+n-1 in the kind's element type; allowed uint8 (n,), 0 = skip.
     heap_s float32 / heap_r int64 (m, k) updated in place. A batch runs in parallel over queries.
     """
     m, k = heap_s.shape
@@ -162,9 +162,9 @@ def probe_scan(kind, qf, qw, codes, row0, live, heap_s, heap_r):
         return
     tok = kind_token(kind)
     if m <= QUERY_CHUNK // 4:
-        _scan_queries(0, m, tok, qf, qw, codes, row0, live, heap_s, heap_r)
+        _scan_queries(0, m, tok, qf, qw, codes, row0, allowed, heap_s, heap_r)
     else:
-        _scan_parallel(tok, qf, qw, codes, row0, live, heap_s, heap_r)
+        _scan_parallel(tok, qf, qw, codes, row0, allowed, heap_s, heap_r)
 
 
 @njit(cache=True, fastmath=True)

@@ -426,8 +426,8 @@ def score_direct(words, floats, b, plane, qf, out, kind_tok, words_token, bits_t
 
 
 @njit(cache=True)
-def _select(values, live, thr, out_s, out_j):
-    """Positions int32 out_j[:n] (and values out_s) of the live values float32 (b,) > thr; returns n.
+def _select(values, allowed, thr, out_s, out_j):
+    """Positions int32 out_j[:n] (and values out_s) of the allowed values float32 (b,) > thr; returns n.
 
     out_s float32 / out_j int32: length >= b + LANES.
     """
@@ -435,9 +435,9 @@ def _select(values, live, thr, out_s, out_j):
     n = 0
     n_full = b - b % LANES
     for j0 in range(0, n_full, LANES):
-        n += compress_above(values, live, j0, thr, out_s, out_j, n)
+        n += compress_above(values, allowed, j0, thr, out_s, out_j, n)
     for j in range(n_full, b):
-        if values[j] > thr and live[j]:
+        if values[j] > thr and allowed[j]:
             out_s[n] = values[j]
             out_j[n] = j
             n += 1
@@ -452,7 +452,7 @@ def _upper(est, fe, gerr, upper):
 
 
 @njit(cache=True)
-def _refine(est, s1, s2, fe, live, words, c0, row0, qf, qf_full, qw_full, kind_tok, hs, hr, scratch):
+def _refine(est, s1, s2, fe, allowed, words, c0, row0, qf, qf_full, qw_full, kind_tok, hs, hr, scratch):
     """Second stage of an extended scan, one query and one chunk of b rows: full estimates where needed.
 
     est float32 (b,): the rows' 1-bit estimates (s1, s2: their sum and sum of squares); fe (b,): their
@@ -468,15 +468,15 @@ def _refine(est, s1, s2, fe, live, words, c0, row0, qf, qf_full, qw_full, kind_t
     if hs[0] == -np.inf:
         mu = s1 / b
         sd = np.sqrt(max(s2 / b - mu * mu, 0.0))
-        seed = np.float32(block_threshold(est, live, k, 2 * k + 32, mu, sd))
-        n = _select(est, live, seed, cand_s, cand_j)
+        seed = np.float32(block_threshold(est, allowed, k, 2 * k + 32, mu, sd))
+        n = _select(est, allowed, seed, cand_s, cand_j)
         for t in range(n):
             j = cand_j[t]
             full_s[t] = score_rabitq_row(kind_tok, qf_full, qw_full, words[c0 + j])
             full_r[t] = row0 + j
         merge_row(full_s[:n], 0, ones[:n], hs, hr, bs, bj, br, 0.0, -1.0, full_r[:n])
     _upper(est, fe[:b], qf[QF_GERR], upper[:b])
-    n = _select(upper[:b], live, hs[0], cand_s, cand_j)
+    n = _select(upper[:b], allowed, hs[0], cand_s, cand_j)
     n_full = 0
     for t in range(n):
         j = cand_j[t]
@@ -491,7 +491,7 @@ def _refine(est, s1, s2, fe, live, words, c0, row0, qf, qf_full, qw_full, kind_t
 
 @njit(cache=True)
 def _scan_task(
-    task, direct, words, flat, flat_f, c0, b, codes_t, ax, fa, fr, fe, row0, live,
+    task, direct, words, flat, flat_f, c0, b, codes_t, ax, fa, fr, fe, row0, allowed,
     planes, qf, qw_full, qf_full, kind_tok, heap_s, heap_r, words_token, bits_token, row_token,
 ):  # fmt: skip
     """rabitq_scan for the queries of one task (QUERY_CHUNK of them) and one chunk of b rows."""
@@ -515,22 +515,22 @@ def _scan_task(
         else:
             s1, s2 = score_chunk(codes_t, b, planes[i], qf[i], ax, fa, fr, est, words_token, bits_token)
         if extended:
-            _refine(est, s1, s2, fe, live, words, c0, row0, qf[i], qf_full[i], qw_full[i], kind_tok,
+            _refine(est, s1, s2, fe, allowed, words, c0, row0, qf[i], qf_full[i], qw_full[i], kind_tok,
                     heap_s[i], heap_r[i], scratch)  # fmt: skip
         else:
             mu = s1 / b
             sd = np.sqrt(max(s2 / b - mu * mu, 0.0))
-            merge_row(est, row0, live, heap_s[i], heap_r[i], bs, bj, br, mu, sd, no_ids)
+            merge_row(est, row0, allowed, heap_s[i], heap_r[i], bs, bj, br, mu, sd, no_ids)
 
 
 @njit(cache=True, parallel=True)
 def rabitq_scan(
-    words, floats, row0, live, planes, qf, qw_full, qf_full, kind_tok, heap_s, heap_r,
+    words, floats, row0, allowed, planes, qf, qw_full, qf_full, kind_tok, heap_s, heap_r,
     words_token, bits_token, row_token,
 ):  # fmt: skip
     """Flat scan of RaBitQ codes: estimates merged into the queries' heaps (in place).
 
-    words uint64 (n, L) / floats float32 (n, 2L): two views of the code rows; live uint8 (n,), C-contiguous;
+    words uint64 (n, L) / floats float32 (n, 2L): two views of the code rows; allowed uint8 (n,), C-contiguous;
     planes uint64 (m, W, nbits) / qf float32 (m, 6): the queries at nbits (``prepare_queries``) for the
     sign code. kind_tok = kind_token(RABITQ): the 1-bit estimates go to the heaps (qw_full, qf_full unused);
     kind_token(RABITQ_EX): extended codes, scored incrementally (``_refine``) with the full-precision
@@ -562,13 +562,13 @@ def rabitq_scan(
             _load_chunk(rows, rows_f, c1 - c0, codes_t, ax, fa, fr, fe, kind_tok, words_token, row_token)
         if n_tasks == 1:  # skip the parallel region: waking the threads per chunk costs ~90 us
             _scan_task(
-                0, direct, words, rows, rows_f, c0, c1 - c0, codes_t, ax, fa, fr, fe, row0 + c0, live[c0:c1],
+                0, direct, words, rows, rows_f, c0, c1 - c0, codes_t, ax, fa, fr, fe, row0 + c0, allowed[c0:c1],
                 planes, qf, qw_full, qf_full, kind_tok, heap_s, heap_r, words_token, bits_token, row_token,
             )  # fmt: skip
             continue
         for task in prange(n_tasks):
             _scan_task(
-                task, direct, words, rows, rows_f, c0, c1 - c0, codes_t, ax, fa, fr, fe, row0 + c0, live[c0:c1],
+                task, direct, words, rows, rows_f, c0, c1 - c0, codes_t, ax, fa, fr, fe, row0 + c0, allowed[c0:c1],
                 planes, qf, qw_full, qf_full, kind_tok, heap_s, heap_r, words_token, bits_token, row_token,
             )  # fmt: skip
 

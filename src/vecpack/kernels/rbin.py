@@ -159,10 +159,10 @@ def sym_chunk(codes_t, base, b, qbits, amat, qc, out, words_token, levels_token)
 
 
 @njit(cache=True)
-def _merge(scores, b, s1, s2, row0, live, hs, hr, bs, bj, br, no_ids):
+def _merge(scores, b, s1, s2, row0, allowed, hs, hr, bs, bj, br, no_ids):
     mu = s1 / b
     sd = np.sqrt(max(s2 / b - mu * mu, 0.0))
-    merge_row(scores, row0, live, hs, hr, bs, bj, br, mu, sd, no_ids)
+    merge_row(scores, row0, allowed, hs, hr, bs, bj, br, mu, sd, no_ids)
 
 
 @njit(cache=True)
@@ -181,35 +181,35 @@ def _scratch(b, k):
 def _asym_task(task, chunk, planes, qa, qb, qc, heap_s, heap_r, words_token, bits_token):
     """Score the queries of one task (QUERY_CHUNK of them) against a chunk of rows; merge into their heaps.
 
-    chunk = (codes_t, pcs, base, b, row0, live) as prepared by the scan.
+    chunk = (codes_t, pcs, base, b, row0, allowed) as prepared by the scan.
     """
-    codes_t, pcs, base, b, row0, live = chunk
+    codes_t, pcs, base, b, row0, allowed = chunk
     scores, bs, bj, br = _scratch(b, heap_s.shape[1])
     no_ids = np.empty(0, dtype=np.int64)
     for i in range(task * QUERY_CHUNK, min(heap_s.shape[0], (task + 1) * QUERY_CHUNK)):
         s1, s2 = asym_chunk(codes_t, pcs, base, b, planes[i], qa[i], qb[i], qc[i], scores, words_token, bits_token)
-        _merge(scores, b, s1, s2, row0, live, heap_s[i], heap_r[i], bs, bj, br, no_ids)
+        _merge(scores, b, s1, s2, row0, allowed, heap_s[i], heap_r[i], bs, bj, br, no_ids)
 
 
 @njit(cache=True)
 def _sym_task(task, chunk, qbits, amat, qc, heap_s, heap_r, words_token, levels_token):
     """Symmetric counterpart of ``_asym_task``."""
-    codes_t, _, base, b, row0, live = chunk
+    codes_t, _, base, b, row0, allowed = chunk
     scores, bs, bj, br = _scratch(b, heap_s.shape[1])
     no_ids = np.empty(0, dtype=np.int64)
     for i in range(task * QUERY_CHUNK, min(heap_s.shape[0], (task + 1) * QUERY_CHUNK)):
         s1, s2 = sym_chunk(codes_t, base, b, qbits[i], amat, qc[i], scores, words_token, levels_token)
-        _merge(scores, b, s1, s2, row0, live, heap_s[i], heap_r[i], bs, bj, br, no_ids)
+        _merge(scores, b, s1, s2, row0, allowed, heap_s[i], heap_r[i], bs, bj, br, no_ids)
 
 
 @njit(cache=True, parallel=True)
 def asym_scan(
-    codes, row0, live, planes, qa, qb, qc, pair_planes, pair_qa, pair_qb, heap_s, heap_r,
+    codes, row0, allowed, planes, qa, qb, qc, pair_planes, pair_qa, pair_qb, heap_s, heap_r,
     words_token, levels_token, bits_token,
 ):  # fmt: skip
     """Asymmetric scores of code rows against prepared queries, merged into the queries' top-k heaps.
 
-    codes uint64 (n, B W); live uint8 (n,); level terms planes uint64 (m, B, W, nbits), qa, qb float32 (m, B),
+    codes uint64 (n, B W); allowed uint8 (n,); level terms planes uint64 (m, B, W, nbits), qa, qb float32 (m, B),
     qc float32 (m,); pair terms (l2; query-independent, empty for ip) pair_planes uint64 (pairs, W, nbits),
     pair_qa, pair_qb float32 (pairs,); heap_s float32 / heap_r int64 (m, k) updated in place.
     Tokens: ``shape_token`` of W, B and nbits.
@@ -226,21 +226,21 @@ def asym_scan(
         c1 = min(n, c0 + size)
         _transpose_codes(codes, c0, c1, codes_t, pcs, words_token, levels_token)
         _pair_base(codes_t, c1 - c0, pair_planes, pair_qa, pair_qb, base, words_token, levels_token, bits_token)
-        b, r0, chunk_live = c1 - c0, row0 + c0, np.ascontiguousarray(live[c0:c1])
+        b, r0, chunk_allowed = c1 - c0, row0 + c0, np.ascontiguousarray(allowed[c0:c1])
         if m <= QUERY_CHUNK:  # one task: skip the parallel region (waking the threads costs ~90 us)
-            chunk = (codes_t, pcs, base, b, r0, chunk_live)
+            chunk = (codes_t, pcs, base, b, r0, chunk_allowed)
             _asym_task(0, chunk, planes, qa, qb, qc, heap_s, heap_r, words_token, bits_token)
             continue
         for task in prange((m + QUERY_CHUNK - 1) // QUERY_CHUNK):
-            chunk = (codes_t, pcs, base, b, r0, chunk_live)  # built inside: parfors cannot capture tuples
+            chunk = (codes_t, pcs, base, b, r0, chunk_allowed)  # built inside: parfors cannot capture tuples
             _asym_task(task, chunk, planes, qa, qb, qc, heap_s, heap_r, words_token, bits_token)
 
 
 @njit(cache=True, parallel=True)
-def sym_scan(codes, row0, live, qbits, amat, pw, qc, heap_s, heap_r, words_token, levels_token):
+def sym_scan(codes, row0, allowed, qbits, amat, pw, qc, heap_s, heap_r, words_token, levels_token):
     """Symmetric scores of code rows against query codes, merged into the queries' top-k heaps.
 
-    codes uint64 (n, B W); live uint8 (n,); qbits uint64 (m, B W); amat float32 (B, B); pw float32 (pairs,),
+    codes uint64 (n, B W); allowed uint8 (n,); qbits uint64 (m, B W); amat float32 (B, B); pw float32 (pairs,),
     empty without pair terms; qc float32 (m,) (see the module docstring); heap_s float32 / heap_r int64 (m, k)
     updated in place. Tokens: ``shape_token`` of W and B.
     """
@@ -258,13 +258,13 @@ def sym_scan(codes, row0, live, qbits, amat, pw, qc, heap_s, heap_r, words_token
         c1 = min(n, c0 + size)
         _transpose_codes(codes, c0, c1, codes_t, pcs, words_token, levels_token)
         _pair_base(codes_t, c1 - c0, no_planes, pw, no_weights, base, words_token, levels_token, ())
-        b, r0, chunk_live = c1 - c0, row0 + c0, np.ascontiguousarray(live[c0:c1])
+        b, r0, chunk_allowed = c1 - c0, row0 + c0, np.ascontiguousarray(allowed[c0:c1])
         if m <= QUERY_CHUNK:
-            chunk = (codes_t, pcs, base, b, r0, chunk_live)
+            chunk = (codes_t, pcs, base, b, r0, chunk_allowed)
             _sym_task(0, chunk, qbits, amat, qc, heap_s, heap_r, words_token, levels_token)
             continue
         for task in prange((m + QUERY_CHUNK - 1) // QUERY_CHUNK):
-            chunk = (codes_t, pcs, base, b, r0, chunk_live)
+            chunk = (codes_t, pcs, base, b, r0, chunk_allowed)
             _sym_task(task, chunk, qbits, amat, qc, heap_s, heap_r, words_token, levels_token)
 
 

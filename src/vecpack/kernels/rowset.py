@@ -19,26 +19,26 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 BITMAP_DIVISOR = 1024
 
 
-def ascending(rows: np.ndarray, n_rows: int, live: np.ndarray | None = None) -> np.ndarray:
-    """``rows`` (unique, each in [0, n_rows)) as ascending int64; only those with ``live[row] != 0`` if given."""
+def ascending(rows: np.ndarray, n_rows: int, allowed: np.ndarray | None = None) -> np.ndarray:
+    """``rows`` (unique, each in [0, n_rows)) as ascending int64; only those with ``allowed[row] != 0`` if given."""
     rows = rows.astype(np.int64, copy=False)
     if rows.size * BITMAP_DIVISOR < n_rows:
-        return np.sort(rows if live is None else rows[live[rows] != 0])
-    return bitmap_sort(rows, n_rows, np.ones(0, np.uint8) if live is None else live)
+        return np.sort(rows if allowed is None else rows[allowed[rows] != 0])
+    return bitmap_sort(rows, n_rows, np.ones(0, np.uint8) if allowed is None else allowed)
 
 
 @njit(cache=True)
-def bitmap_sort(rows, n_rows, live):
-    """``rows`` in [0, n_rows), ascending and without repeats, keeping only rows r with live[r] != 0 unless
-    ``live`` is empty: one bit per row set, then the set bits read in order. ValueError for a row outside
+def bitmap_sort(rows, n_rows, allowed):
+    """``rows`` in [0, n_rows), ascending and without repeats, keeping only rows r with allowed[r] != 0 unless
+    ``allowed`` is empty: one bit per row set, then the set bits read in order. ValueError for a row outside
     [0, n_rows)."""
     words = np.zeros((n_rows + 63) >> 6, np.uint64)
     one = np.uint64(1)
-    check = live.shape[0] > 0
+    check = allowed.shape[0] > 0
     for r in rows:
         if r < 0 or r >= n_rows:
             raise ValueError("row number out of range")
-        if check and live[r] == 0:
+        if check and allowed[r] == 0:
             continue
         words[r >> 6] |= one << np.uint64(r & 63)
     out = np.empty(rows.shape[0], np.int64)

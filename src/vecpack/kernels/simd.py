@@ -102,16 +102,16 @@ def _is_c_array(t, dtype) -> bool:
 
 
 def _lanes_above_ir(context, builder, sig, args):
-    """IR for the <16 x i1> mask (scores[j0 : j0+16] > thr) & (live[j0 : j0+16] != 0), and the scores.
+    """IR for the <16 x i1> mask (scores[j0 : j0+16] > thr) & (allowed[j0 : j0+16] != 0), and the scores.
 
-    args[0..3] are scores (float32 C array), live (uint8 C array), j0 (int64), thr (float32).
+    args[0..3] are scores (float32 C array), allowed (uint8 C array), j0 (int64), thr (float32).
     """
     f32, i8, i32 = ir.FloatType(), ir.IntType(8), ir.IntType(32)
     vf, vb = ir.VectorType(f32, LANES), ir.VectorType(i8, LANES)
     scores = context.make_array(sig.args[0])(context, builder, args[0]).data
-    live = context.make_array(sig.args[1])(context, builder, args[1]).data
+    allowed = context.make_array(sig.args[1])(context, builder, args[1]).data
     s_vec = builder.load(builder.bitcast(builder.gep(scores, [args[2]]), vf.as_pointer()), align=4)
-    l_vec = builder.load(builder.bitcast(builder.gep(live, [args[2]]), vb.as_pointer()), align=1)
+    l_vec = builder.load(builder.bitcast(builder.gep(allowed, [args[2]]), vb.as_pointer()), align=1)
     thr = builder.insert_element(ir.Constant(vf, None), args[3], ir.Constant(i32, 0))
     thr = builder.shuffle_vector(thr, ir.Constant(vf, None), ir.Constant(ir.VectorType(i32, LANES), [0] * LANES))
     mask = builder.and_(
@@ -132,21 +132,21 @@ def _popcount_mask_ir(builder, mask):
     return builder.zext(builder.call(ctpop, [word]), ir.IntType(64))
 
 
-def _lanes_args_ok(scores, live, j0, thr) -> bool:
+def _lanes_args_ok(scores, allowed, j0, thr) -> bool:
     return (
         _is_c_array(scores, types.float32)
-        and _is_c_array(live, types.uint8)
+        and _is_c_array(allowed, types.uint8)
         and isinstance(j0, types.Integer)
         and thr == types.float32
     )
 
 
 @intrinsic
-def count_lanes_above(typingctx, scores, live, j0, thr):
-    """How many of scores[j0 : j0+16] are > thr and live: scores float32 (b,), live uint8 (b,), j0 + 16 <= b."""
-    if not _lanes_args_ok(scores, live, j0, thr):
+def count_lanes_above(typingctx, scores, allowed, j0, thr):
+    """How many of scores[j0 : j0+16] are > thr and allowed: scores float32 (b,), allowed uint8 (b,), j0 + 16 <= b."""
+    if not _lanes_args_ok(scores, allowed, j0, thr):
         return None
-    sig = types.int64(scores, live, types.int64, thr)
+    sig = types.int64(scores, allowed, types.int64, thr)
 
     def codegen(context, builder, sig, args):
         mask, _ = _lanes_above_ir(context, builder, sig, args)
@@ -156,17 +156,17 @@ def count_lanes_above(typingctx, scores, live, j0, thr):
 
 
 @intrinsic
-def compress_above(typingctx, scores, live, j0, thr, out_s, out_j, n):
-    """Append the scores[j0 : j0+16] that are > thr and live to out_s[n:], their offsets j to out_j[n:].
+def compress_above(typingctx, scores, allowed, j0, thr, out_s, out_j, n):
+    """Append the scores[j0 : j0+16] that are > thr and allowed to out_s[n:], their offsets j to out_j[n:].
 
-    scores float32 (b,), live uint8 (b,), out_s float32, out_j int32 (all 1-D C arrays, j0 + 16 <= b,
+    scores float32 (b,), allowed uint8 (b,), out_s float32, out_j int32 (all 1-D C arrays, j0 + 16 <= b,
     n + 16 <= len(out)). Returns how many were appended. A masked compress-store (vcompressps on
     AVX-512; LLVM expands it elsewhere): no branches.
     """
-    ok = _lanes_args_ok(scores, live, j0, thr) and _is_c_array(out_s, types.float32)
+    ok = _lanes_args_ok(scores, allowed, j0, thr) and _is_c_array(out_s, types.float32)
     if not (ok and _is_c_array(out_j, types.int32) and isinstance(n, types.Integer)):
         return None
-    sig = types.int64(scores, live, types.int64, thr, out_s, out_j, types.int64)
+    sig = types.int64(scores, allowed, types.int64, thr, out_s, out_j, types.int64)
 
     def codegen(context, builder, sig, args):
         mask, s_vec = _lanes_above_ir(context, builder, sig, args)

@@ -8,7 +8,7 @@ Bulk merges do not sift scores through the heap one at a time: on this
 hardware a mispredicted branch (one per accepted score) costs as much as a
 vectorised pass over a hundred scores. ``merge_row`` instead
 
-1. picks a threshold that at least k live scores of the block exceed, but not
+1. picks a threshold that at least k allowed scores of the block exceed, but not
    many more (``block_threshold``: vectorised counting probes starting at the
    normal-tail guess mean + z * sd), never above the k-th best score, so it
    filters out nothing that belongs in the top k;
@@ -88,16 +88,16 @@ def _heapify(hs, hr):
 
 
 @njit(cache=True)
-def count_above(scores, live, x):
-    """Number of j with scores[j] > x (float32) and live[j] != 0; scores float32 (b,), live uint8 (b,)."""
+def count_above(scores, allowed, x):
+    """Number of j with scores[j] > x (float32) and allowed[j] != 0; scores float32 (b,), allowed uint8 (b,)."""
     b = scores.shape[0]
     x = np.float32(x)
     n_full = b - b % LANES
     c = 0
     for j0 in range(0, n_full, LANES):
-        c += count_lanes_above(scores, live, j0, x)
+        c += count_lanes_above(scores, allowed, j0, x)
     for j in range(n_full, b):
-        c += (scores[j] > x) & (live[j] != 0)
+        c += (scores[j] > x) & (allowed[j] != 0)
     return c
 
 
@@ -123,9 +123,9 @@ def _normal_upper_quantile(p):
 
 
 @njit(cache=True)
-def block_threshold(scores, live, k, room, mu, sd):
-    """A threshold for one query's scores float32 (b,) / live uint8 (b,): -inf, or a value that
-    at least k live scores exceed (so the block's k best all exceed it), ideally at most ``room``.
+def block_threshold(scores, allowed, k, room, mu, sd):
+    """A threshold for one query's scores float32 (b,) / allowed uint8 (b,): -inf, or a value that
+    at least k allowed scores exceed (so the block's k best all exceed it), ideally at most ``room``.
 
     mu / sd: the scores' mean and deviation (sd < 0: not known, computed here).
     """
@@ -138,12 +138,12 @@ def block_threshold(scores, live, k, room, mu, sd):
     z = _normal_upper_quantile(p) if p < 0.5 else 0.0
     x = np.float32(mu + z * sd)
     step = max(sd, np.float32(1e-3) * abs(mu), np.float32(1e-30))
-    lo = _NEG_INF  # valid: -inf, or >= k live scores above it
-    hi = _POS_INF  # fewer than k live scores above it
+    lo = _NEG_INF  # valid: -inf, or >= k allowed scores above it
+    hi = _POS_INF  # fewer than k allowed scores above it
     for _ in range(24):
         if not (x > lo and x < hi):
             break
-        c = count_above(scores, live, x)
+        c = count_above(scores, allowed, x)
         if c >= k:
             lo = x
             if c <= room:
@@ -154,7 +154,7 @@ def block_threshold(scores, live, k, room, mu, sd):
             x = x + step
             step *= np.float32(2.0)
         elif lo == _NEG_INF:
-            if x < mu - 4 * sd:  # hardly k live scores at all: no threshold
+            if x < mu - 4 * sd:  # hardly k allowed scores at all: no threshold
                 break
             x = x - step
             step *= np.float32(2.0)
@@ -348,11 +348,11 @@ def reduce_into_heap(hs, hr, bs, bj, br, n, row0, row_ids):
 
 
 @njit(cache=True)
-def merge_row(scores, row0, live, hs, hr, bs, bj, br, mu, sd, row_ids):
+def merge_row(scores, row0, allowed, hs, hr, bs, bj, br, mu, sd, row_ids):
     """Merge one query's scores float32 (b,) into its heap hs float32 / hr int64 (k,).
 
     Score j belongs to row row_ids[j] if row_ids (int64) is non-empty, else to row0 + j; it is
-    skipped where live uint8 (b,) is 0. bs float32 / bj int32 / br int64 (buffer_size(k),):
+    skipped where allowed uint8 (b,) is 0. bs float32 / bj int32 / br int64 (buffer_size(k),):
     scratch. mu / sd: the scores' mean and deviation if known (sd < 0: not known).
     """
     k = hs.shape[0]
@@ -360,17 +360,17 @@ def merge_row(scores, row0, live, hs, hr, bs, bj, br, mu, sd, row_ids):
     flush_at = bs.shape[0] - 2 * LANES  # a compress step and the tail always fit below len(bs)
     thr = hs[0]
     if thr == _NEG_INF and b > flush_at:
-        thr = np.float32(block_threshold(scores, live, k, 2 * k + 32, mu, sd))
+        thr = np.float32(block_threshold(scores, allowed, k, 2 * k + 32, mu, sd))
     n = 0
     n_full = b - b % LANES
     for j0 in range(0, n_full, LANES):
-        n += compress_above(scores, live, j0, thr, bs, bj, n)
+        n += compress_above(scores, allowed, j0, thr, bs, bj, n)
         if n > flush_at:
             thr = np.float32(max(thr, reduce_into_heap(hs, hr, bs, bj, br, n, row0, row_ids)))
             n = 0
     for j in range(n_full, b):
         s = scores[j]
-        if s > thr and live[j]:
+        if s > thr and allowed[j]:
             bs[n] = s
             bj[n] = j
             n += 1
@@ -379,7 +379,7 @@ def merge_row(scores, row0, live, hs, hr, bs, bj, br, mu, sd, row_ids):
 
 
 @njit(cache=True)
-def _merge_scores_rows(q0, q1, scores, row0, live, heap_s, heap_r):
+def _merge_scores_rows(q0, q1, scores, row0, allowed, heap_s, heap_r):
     """merge_scores for queries q0..q1-1 (one parallel task, with its own scratch buffers)."""
     cap = buffer_size(heap_s.shape[1])
     bs = np.empty(cap, dtype=np.float32)
@@ -388,26 +388,26 @@ def _merge_scores_rows(q0, q1, scores, row0, live, heap_s, heap_r):
     no_ids = np.empty(0, dtype=np.int64)
     for i in range(q0, q1):
         srow = np.ascontiguousarray(scores[i])
-        merge_row(srow, row0, live, heap_s[i], heap_r[i], bs, bj, br, 0.0, -1.0, no_ids)
+        merge_row(srow, row0, allowed, heap_s[i], heap_r[i], bs, bj, br, 0.0, -1.0, no_ids)
 
 
 @njit(cache=True, parallel=True)
-def merge_scores(scores, row0, live, heap_s, heap_r):
+def merge_scores(scores, row0, allowed, heap_s, heap_r):
     """Push a block of scores into the heaps.
 
     scores float32 (m, b): query i against rows row0 .. row0+b-1.
-    live uint8 (b,): 0 marks a deleted row, which is skipped.
+    allowed uint8 (b,): 0 marks a row that must not be returned (deleted, or not passing a filter).
     heap_s float32 (m, k), heap_r int64 (m, k): updated in place.
     """
     m, b = scores.shape
     if heap_s.shape[1] == 0 or b == 0:
         return
-    live = np.ascontiguousarray(live)
+    allowed = np.ascontiguousarray(allowed)
     if m <= QUERY_CHUNK:  # one task: skip the parallel region (waking the threads costs ~90 us)
-        _merge_scores_rows(0, m, scores, row0, live, heap_s, heap_r)
+        _merge_scores_rows(0, m, scores, row0, allowed, heap_s, heap_r)
         return
     for task in prange((m + QUERY_CHUNK - 1) // QUERY_CHUNK):
-        _merge_scores_rows(task * QUERY_CHUNK, min(m, (task + 1) * QUERY_CHUNK), scores, row0, live, heap_s, heap_r)
+        _merge_scores_rows(task * QUERY_CHUNK, min(m, (task + 1) * QUERY_CHUNK), scores, row0, allowed, heap_s, heap_r)
 
 
 @njit(cache=True)

@@ -61,17 +61,19 @@ class Record:
 @dataclass(frozen=True, slots=True)
 class SearchParams:
     """A search's checked parameters (``check``): results per query, re-rank depth (None = the codec's default),
-    a graph index's beam width ``ef`` and an IVF index's ``nprobe`` (None = the index's default)."""
+    a graph index's beam width ``ef`` and an IVF index's ``nprobe`` (None = the index's default), and the plan
+    the caller forces (None = the planner's choice)."""
 
     k: int = 10
     rerank: int | None = None
     ef: int | None = None
     nprobe: int | None = None
+    plan: PlanKind | None = None
 
     @classmethod
     def check(cls, collection: str, index_kind: str, k: Any = 10, rerank: Any = None, ef: Any = None,
-              nprobe: Any = None) -> SearchParams:
-        """InvalidInput for a bad value, or for the knob of an index the collection does not have."""
+              nprobe: Any = None, plan: Any = None) -> SearchParams:
+        """InvalidInput for a bad value, or for the ef or nprobe of an index the collection does not have."""
         k = validate.positive_int(k, "k")
         if rerank is not None:
             rerank = validate.positive_int(rerank, "rerank", low=0, high=validate.MAX_K)
@@ -81,7 +83,11 @@ class SearchParams:
                                    f"{str(index_kind)!r}")
         ef = validate.positive_int(ef, "ef", high=validate.MAX_K) if ef is not None else None
         nprobe = validate.positive_int(nprobe, "nprobe", high=validate.MAX_K) if nprobe is not None else None
-        return cls(k, rerank, ef, nprobe)
+        if plan is not None:
+            if not isinstance(plan, str) or plan not in planner.FORCIBLE:
+                raise InvalidInput(f"plan must be one of {', '.join(map(str, planner.FORCIBLE))} or None, not {plan!r}")
+            plan = PlanKind(plan)
+        return cls(k, rerank, ef, nprobe, plan)
 
 
 class Reader:
@@ -90,9 +96,10 @@ class Reader:
     def __init__(self, store: Store, tenants: Tenants, fields: Fields) -> None:
         self.store, self.tenants, self.fields = store, tenants, fields
 
-    def select(self, tenant_no: int | None, node: filters.Filter | None) -> Selection:
-        """Live rows of tenant ``tenant_no`` (None = all) passing ``node`` (None = no filter). Store's lock held,
-        state fresh."""
+    def select(self, tenant_no: int | None, node: filters.Filter | None, force: PlanKind | None = None) -> Selection:
+        """Live rows of tenant ``tenant_no`` (None = all) passing ``node`` (None = no filter); a large tenant's come
+        with its postings in the shared clusters (also a smaller one's when ``force`` is the clusters plan).
+        Store's lock held, state fresh."""
         segments = self.store.segments
         n_rows, live = segments.n_rows, segments.live
         passing = None  # rows passing a single indexed condition, found without a pass over every row
@@ -111,7 +118,8 @@ class Reader:
             return Selection(n_rows, rows=ascending(owned.owned(tenant_no, passing), n_rows, live), ordered=True)
         every = owned.rows(tenant_no)
         clusters = segments.clusters
-        if node is None and clusters is not None and every.size > planner.EXACT_ROWS:  # Curator-style
+        large = every.size > planner.DEFAULT.exact_rows or force == PlanKind.CLUSTERS
+        if node is None and clusters is not None and large:  # Curator-style
             tail = every[np.searchsorted(every, clusters.rows) :].astype(np.int64)
             return Selection(n_rows, among=every, live=live, postings=clusters.postings(tenant_no, every),
                              tail=tail[live[tail] != 0])
@@ -137,7 +145,7 @@ class Reader:
         for _ in range(SEARCH_TRIES):
             with store.reading():
                 tenant_no, files = self.tenants.resolve(tenant), store.segments.files
-                selections = [self.select(tenant_no, node) for node, _ in groups]
+                selections = [self.select(tenant_no, node, params.plan) for node, _ in groups]
                 snap = store.segments.snapshot(params.k, params.rerank, every_row=all(s.everything for s in selections))
             try:
                 scores, rows = search_snapshot(q, params, groups, selections, snap)
@@ -170,12 +178,12 @@ class Reader:
         store = self.store
         with store.reading():
             tenant_no = self.tenants.resolve(tenant)
-            selection = self.select(tenant_no, node)
+            selection = self.select(tenant_no, node, params.plan)
             matches = None if selection.everything else selection.count()
             codec = store.segments.codec
             width = max(params.k, codec.default_rerank(params.k) if not codec.exact else 0)
             plan = planner.choose(matches, store.segments.n_live, width, store.segments.index, params.ef, params.nprobe,
-                                  clustered=selection.postings is not None)
+                                  clustered=selection.postings is not None, force=params.plan)
             own = self.select(tenant_no, None).count() if tenant_no is not None else None
             paths = filters.paths(node) if node else ()
             indexed = {".".join(p): self.fields.columns.indexed(p) for p in paths}
@@ -221,7 +229,7 @@ def search_snapshot(
     for (_, picked), selection in zip(groups, selections, strict=True):
         matches = None if selection.everything else selection.count()
         plan = planner.choose(matches, snap.n_live, max(k, snap.data.rerank), snap.index, params.ef, params.nprobe,
-                              clustered=selection.postings is not None)
+                              clustered=selection.postings is not None, force=params.plan)
         scores[picked], rows[picked] = run_plan(plan, q[picked], k, selection, snap)
     return scores, rows
 

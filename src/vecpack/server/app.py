@@ -48,7 +48,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path as FilePath
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 from fastapi import Depends, FastAPI, Path, Request, Security
@@ -233,6 +233,7 @@ Queries = Annotated[Annotated[list[float], FAST] | Annotated[list[Annotated[list
 Metadata = Annotated[list[dict[str, Any] | None], FAST, _only_types(dict, type(None))]
 Where = dict[str, Any]
 Knob = Annotated[int, INTEGRAL, _bounds(1, validate.MAX_K)]
+PlanName = Literal["exact", "scan", "filtered", "postfilter", "clusters"]  # planner.FORCIBLE
 # memory_budget, bytes_per_vector: 67108864 or "64MB"
 Bytes = Annotated[Annotated[int, _bounds(1, MAX_BYTES)] | str, BeforeValidator(_integral)]
 
@@ -290,6 +291,7 @@ class SearchHeader(_Body):
     ef: Knob | None = Field(None, description="graph index only")
     nprobe: Knob | None = Field(None, description="ivf index only")
     tenant: TenantName | None = None
+    plan: PlanName | None = Field(None, description="run this plan instead of the planner's choice")
 
 
 class SearchBody(SearchHeader):
@@ -307,6 +309,7 @@ class ExplainBody(_Body):
     ef: Knob | None = Field(None, description="graph index only")
     nprobe: Knob | None = Field(None, description="ivf index only")
     tenant: TenantName | None = None
+    plan: PlanName | None = Field(None, description="run this plan instead of the planner's choice")
 
 
 class OptimizeBody(_Body):
@@ -809,7 +812,7 @@ def _record_routes(app: FastAPI) -> None:
         caller.check_k(body.k)
         caller.check_queries(_n_queries(q))
         found = col.search(q, body.k, where=body.where, rerank=body.rerank, ef=body.ef, nprobe=body.nprobe,
-                           tenant=body.tenant)
+                           tenant=body.tenant, plan=body.plan)
         if found and isinstance(found[0], list):
             return SearchOut(hits=[_hits(row) for row in found])
         return SearchOut(hits=_hits(found))
@@ -825,7 +828,8 @@ def _record_routes(app: FastAPI) -> None:
     def explain(caller: Auth, name: NamePath, body: ExplainIn) -> dict[str, Any]:
         col = caller.collection(name, "read", Access.DATA, body.tenant)
         caller.check_k(body.k)
-        return col.explain(body.k, where=body.where, ef=body.ef, nprobe=body.nprobe, tenant=body.tenant)
+        return col.explain(body.k, where=body.where, ef=body.ef, nprobe=body.nprobe, tenant=body.tenant,
+                           plan=body.plan)
 
 
 
