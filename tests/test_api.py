@@ -123,10 +123,29 @@ def test_stats_and_sizes(db, data):
 def test_context_manager_closes(tmp_path):
     with vecpack.connect(tmp_path) as db:
         col = db.create_collection("docs", dim=2)
-    with pytest.raises(vecpack.ClosedError):
+        assert col.stats()["unindexed_rows"] == 0  # a flat collection has nothing to index
+    with pytest.raises(vecpack.ClosedError, match="'docs' is closed: get it again from an open database"):
         col.search([1, 0])
     with pytest.raises(vecpack.ClosedError):
         db.list_collections()
+
+
+def test_a_dropped_collection_says_so(db):
+    col = db.create_collection("tmp", dim=2)
+    db.drop_collection("tmp")
+    for call in (lambda: col.search([1, 0]), lambda: col.add(["a"], [[1, 0]]), col.count):
+        with pytest.raises(vecpack.ClosedError, match="'tmp' was dropped: create it again"):
+            call()
+
+
+@pytest.mark.parametrize(("name", "suggested"), [("hnsw", 'index="graph"'), ("HNSW", 'index="graph"'),
+                                                 ("ivf-pq", 'index="ivf"'), ("bruteforce", 'index="flat"')])
+def test_other_libraries_index_names_suggest_ours(db, name, suggested):
+    with pytest.raises(vecpack.InvalidInput, match=f"unknown index {name!r}; choose one of .*{suggested}"):
+        db.create_collection("c", dim=2, index=name)
+    with pytest.raises(vecpack.InvalidInput) as err:
+        db.create_collection("c", dim=2, index="btree")
+    assert "choose one of ['flat', 'ivf', 'graph']" in str(err.value) and "use" not in str(err.value)
 
 
 def test_reopen_keeps_everything(tmp_path, data):

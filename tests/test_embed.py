@@ -167,3 +167,28 @@ def test_pydoc_queries_find_their_topics(emb):
         assert top5 & set(rel[q]), q
         top1 += ids[int(np.argmax(row))].split("/")[0] in rel[q]
     assert top1 >= len(qs) * 0.6
+
+
+def test_demo_embeds_the_pydoc_corpus_once(tmp_path, monkeypatch):
+    """The demo without the shared data embeds ~1,900 paragraphs (minutes on CPU): a second run reads them back
+    from the cache, and a changed corpus embeds again."""
+    from vecpack.bench import demo
+
+    calls = []
+
+    class FakeEmbedder:  # stands in for MiniLM (torch may be absent): texts -> deterministic unit vectors
+        def embed(self, texts, progress=False):
+            calls.append(len(texts))
+            v = np.array([[len(t), sum(map(ord, t)) % 97, 1.0] for t in texts], np.float32)
+            return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    monkeypatch.setattr("vecpack.embeddings.Embedder", FakeEmbedder)
+    monkeypatch.setenv("VECPACK_CACHE", str(tmp_path))
+    texts, queries = ["first paragraph", "second one"], ["a question"]
+    v1, q1, cached = demo._embed_cached(texts, queries)
+    assert not cached and calls == [2, 1]
+    v2, q2, cached = demo._embed_cached(texts, queries)
+    assert cached and calls == [2, 1] and np.array_equal(v1, v2) and np.array_equal(q1, q2)
+    _, _, cached = demo._embed_cached([*texts, "a third"], queries)
+    assert not cached and calls == [2, 1, 3, 1]
+    assert len(list(tmp_path.glob("pydoc-*.npz"))) == 2 and not list(tmp_path.glob("*.tmp*"))

@@ -170,6 +170,9 @@ def test_rows_outside_the_index_are_found(db, queries, index, codec):
     col.add(list(range(2400, 2500)), x[2400:])  # growing
     st = col.stats()
     assert (st["indexed_rows"], st["sealed_rows"], st["rows"], st["growing_rows"]) == (2000, 2400, 2500, 100)
+    assert st["unindexed_rows"] == 500  # scanned flat until the next optimize()
+    plan = col.explain()
+    assert (plan["index"], plan["growing_rows"], plan["unindexed_rows"]) == (index, 100, 500)
     for row in (0, 1999, 2000, 2199, 2399, 2400, 2499):
         hits = col.search(x[row], 3, **GENEROUS[index])
         assert hits[0].id == str(row), (row, hits)
@@ -177,7 +180,8 @@ def test_rows_outside_the_index_are_found(db, queries, index, codec):
     assert recall_on(col, queries, np.arange(2500), x, "cosine", **GENEROUS[index]) >= RECALL_FLOOR[codec]
     col.optimize()  # extends the index over the new rows (and seals the growing ones)
     st = col.stats()
-    assert (st["indexed_rows"], st["sealed_rows"], st["rows"]) == (2500, 2500, 2500)
+    assert (st["indexed_rows"], st["sealed_rows"], st["rows"], st["unindexed_rows"]) == (2500, 2500, 2500, 0)
+    assert (col.explain()["growing_rows"], col.explain()["unindexed_rows"]) == (0, 0)
     for row in (0, 2000, 2399, 2400, 2499):
         assert col.search(x[row], 3, **GENEROUS[index])[0].id == str(row)
     assert recall_on(col, queries, np.arange(2500), x, "cosine", **GENEROUS[index]) >= RECALL_FLOOR[codec]

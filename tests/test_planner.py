@@ -328,8 +328,8 @@ def test_forced_exact_or_scan_without_a_filter_scans_every_code(graph):
 
 
 @pytest.mark.parametrize(("index_name", "matches", "clustered", "force", "message"), [
-    ("none", 100, False, PlanKind.FILTERED, "needs an index"),
-    ("empty", 100, False, PlanKind.POSTFILTER, "needs an index"),
+    ("none", 100, False, PlanKind.FILTERED, "has none holding rows yet"),
+    ("empty", 100, False, PlanKind.POSTFILTER, "has none holding rows yet"),
     ("graph", None, False, PlanKind.FILTERED, "a filter or a tenant"),
     ("graph", 100, False, PlanKind.CLUSTERS, "multi-tenant"),
     ("graph", 100, False, PlanKind.ALL, "plan must be one of"),

@@ -23,7 +23,7 @@ try:
     from rich.console import Console
     from rich.markup import escape
     from rich.progress import Progress
-    from rich.table import Table
+    from rich.table import Column, Table
 except ImportError:  # the CLI is an extra: pip install 'vecpack[cli]'
     typer = None
 
@@ -67,17 +67,42 @@ if typer is not None:
 
     @app.command()
     def info(
-        path: Path | None = typer.Argument(None, help="database folder"), url: str | None = URL,
+        folder: Path | None = typer.Argument(None, hidden=True), path: Path | None = PATH, url: str | None = URL,
         api_key: str | None = API_KEY,
     ) -> None:
-        """List the collections of a database (folder or server) with their sizes."""
-        table = Table("collection", "records", "dim", "metric", "codec", "index", "memory", "disk")
-        with _open(path, url, api_key) as db:
+        """List the collections of a database (--path folder or --url server) with their sizes, and the rows
+        not yet compressed (float32) or indexed, which `vecpack optimize` compresses and indexes."""
+        if folder is not None and path is not None:
+            _fail("give the database folder once, as --path DIR")
+        table = Table(Column("collection", no_wrap=True), "records", "dim", "metric", "codec", "index", "memory",
+                      "disk")
+        todo = []
+        with _open(path or folder, url, api_key) as db:
             for name in db.list_collections():
                 s = db.get_collection(name).stats()
                 table.add_row(name, str(s["n"]), str(s["dim"]), s["metric"], s["codec"], s["index"],
                               _size(s["memory_bytes"]), _size(s["disk_bytes"]))
+                if s["growing_rows"] or s["unindexed_rows"]:
+                    todo.append(f"{name}: {s['growing_rows']} rows not compressed yet, {s['unindexed_rows']} not "
+                                f"indexed (vecpack optimize -c {name})")
         console.print(table)
+        for line in todo:
+            console.print(escape(line))
+
+    @app.command()
+    def optimize(
+        collection: str = COLLECTION, path: Path | None = PATH, url: str | None = URL, api_key: str | None = API_KEY,
+        compact: bool | None = typer.Option(None, "--compact/--no-compact",
+                                            help="rewrite without deleted rows (default: when they are many)"),
+    ) -> None:
+        """Compress every row, bring the index up to date and compact deleted rows, now (Collection.optimize)."""
+        with _open(path, url, api_key) as db:
+            col = db.get_collection(collection)
+            with err_console.status(f"optimizing {collection!r}"):
+                col.optimize(compact=compact)
+            s = col.stats()
+        err_console.print(f"{collection!r}: {s['n']} records, {s['growing_rows']} uncompressed, "
+                          f"{s['unindexed_rows']} unindexed, {_size(s['memory_bytes'])} in memory")
 
     @app.command()
     def serve(
@@ -161,8 +186,11 @@ if typer is not None:
         metric: str = typer.Option("cosine", help="for a new collection"),
         codec: str = typer.Option("int8", help="for a new collection"),
         index: str = typer.Option("flat", help="for a new collection"),
+        optimize: bool = typer.Option(True, "--optimize/--no-optimize",
+                                      help="compress and index the rows at the end (as `vecpack optimize`)"),
     ) -> None:
-        """Load records into a collection, creating it (multi-tenant if --tenant) when missing.
+        """Load records into a collection, creating it (multi-tenant if --tenant) when missing, and leave it
+        compressed and indexed.
 
         .npy: a (n, dim) array, ids = row numbers. .jsonl: one {"id", "vector" or "text", "metadata"} per
         line; text is embedded with all-MiniLM-L6-v2 (embed extra). .parquet: the same columns (pyarrow).
@@ -177,6 +205,9 @@ if typer is not None:
                                                index=index, multi_tenant=tenant is not None, exist_ok=True)
                 (col.upsert if upsert else col.add)(ids, vectors, metadata, tenant=tenant)
                 progress.advance(task, len(ids))
+            if optimize and col is not None:
+                with err_console.status(f"compressing and indexing {collection!r}"):
+                    col.optimize()
         err_console.print(f"{'upserted' if upsert else 'added'} {total} records to {collection!r}")
 
     @app.command()

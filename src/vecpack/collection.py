@@ -336,8 +336,10 @@ class Collection:
         (``field_index_bytes``, ``tenant_bytes``). ``disk_bytes`` is the disk space the folder's
         files take (allocated blocks). ``maintenance_error`` is the last failure of sealing after a
         committed write (None once a seal succeeds), ``maintenance_failures`` how many there were.
-        ``scan_layout_rows``: rows the codec's scan layout covers (0 without one); ``clustered_rows``: rows the
-        shared clustering of a multi-tenant index covers (0 without one).
+        ``growing_rows``: rows not yet compressed (float32, scanned exactly); ``unindexed_rows``: rows an index
+        collection scans flat because its index does not cover them yet (0 for a flat collection); ``optimize()``
+        brings both to 0. ``scan_layout_rows``: rows the codec's scan layout covers (0 without one);
+        ``clustered_rows``: rows the shared clustering of a multi-tenant index covers (0 without one).
         """
         store = self._store
         with store.reading():
@@ -350,7 +352,8 @@ class Collection:
                 "compression_ratio": 4 * self.dim / seg.codec.code_size,
                 "rows": seg.n_rows, "sealed_rows": seg.sealed, "growing_rows": seg.n_rows - seg.sealed,
                 "deleted_rows": seg.n_rows - seg.n_live,
-                "index": str(self.index_kind), "indexed_rows": seg.index.rows if seg.index is not None else 0,
+                "index": str(self.index_kind), "indexed_rows": seg.indexed_rows,
+                "unindexed_rows": seg.unindexed_rows,
                 "index_bytes": memory["index"], "field_index_bytes": self.fields.columns.nbytes,
                 "tenant_bytes": tenant_bytes,
                 "memory_bytes": sum(memory.values()) + self.fields.columns.nbytes + self.tenants.rows.nbytes,

@@ -42,6 +42,10 @@ class ClosedError(VecpackError, RuntimeError):
     """The database or collection was closed."""
 
 
+class FilterWarning(UserWarning):
+    """A filter matched no record, likely by mistake: a field no record has, or values of another type."""
+
+
 class PayloadTooLarge(InvalidInput):
     """A request exceeds a server limit on its size (HTTP 413)."""
 

@@ -77,6 +77,28 @@ def test_import_export_search_info_through_server(server, admin_key, client, tmp
     assert "vecs" in info and "mt" in info and "float32" in info
 
 
+def test_import_leaves_the_collection_compressed_and_indexed(tmp_path):
+    path = tmp_path / "db"
+    x = np.random.default_rng(1).normal(size=(2000, 16)).astype(np.float32)
+    np.save(tmp_path / "v.npy", x)
+    cli("import", tmp_path / "v.npy", "-c", "g", "--path", path, "--index", "graph", "--codec", "int8")
+    cli("import", tmp_path / "v.npy", "-c", "raw", "--path", path, "--index", "ivf", "--no-optimize")
+    with vecpack.connect(path) as db:
+        g, raw = db.get_collection("g").stats(), db.get_collection("raw").stats()
+    assert (g["growing_rows"], g["indexed_rows"], g["unindexed_rows"]) == (0, 2000, 0)
+    assert (raw["growing_rows"], raw["indexed_rows"], raw["unindexed_rows"]) == (2000, 0, 2000)
+    info = cli("info", "--path", path)  # shows what is left to do
+    assert "raw: 2000 rows not compressed yet, 2000 not indexed (vecpack optimize -c raw)" in info
+    assert "g:" not in info  # nothing left to do there
+    cli("optimize", "-c", "raw", "--path", path)
+    with vecpack.connect(path) as db:
+        raw = db.get_collection("raw").stats()
+    assert (raw["growing_rows"], raw["indexed_rows"], raw["unindexed_rows"]) == (0, 2000, 0)
+    assert cli("info", path) == cli("info", "--path", path)  # the positional folder still works
+    result = runner.invoke(app, ["optimize", "-c", "nope", "--path", str(path)])
+    assert isinstance(result.exception, vecpack.NotFound)
+
+
 def test_cli_errors_are_clear(server, admin_key, tmp_path, monkeypatch):
     remote = ["--url", server, "--api-key", admin_key]
     (tmp_path / "bad.jsonl").write_text('{"id": 1, "vector": [1, 2]}\n{"id": 2}\n')

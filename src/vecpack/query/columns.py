@@ -37,6 +37,7 @@ from vecpack.query.filters import (
     kind_of,
     paths,
 )
+from vecpack.query.hints import why_empty
 from vecpack.storage import manifest
 from vecpack.storage.catalog import Catalog
 from vecpack.storage.store import Store
@@ -45,6 +46,8 @@ from vecpack.storage.store import Store
 #: (``mask``) rather than gathered by binary search and scattered into a bitmap: at 1M rows, 1% / 10% / 50%
 #: matching took 0.09 / 0.54 / 3.6 ms by binary search and 0.32 / 0.33 / 0.44 ms by the pass
 ROWS_FRACTION = 1 / 16
+#: a hint suggests field names seen in the metadata of up to this many of the rows in scope
+HINT_SAMPLE_ROWS = 1_000
 
 
 
@@ -253,16 +256,17 @@ class FieldColumns:
         column = self._columns[node.path]
         return column.sorted_rows(node.op, node.value, max_rows=int(ROWS_FRACTION * column.n))
 
+    def column(self, catalog: Catalog, path: tuple[str, ...], n_rows: int) -> Column:
+        """The field's column over rows 0 .. n_rows-1: its index, or (not indexed) read for this call only."""
+        column = self._columns.get(path)
+        if column is None:
+            column = Column()
+            column.extend(n_rows, catalog.field_values(path, 0, n_rows))
+        return column
+
     def mask(self, catalog: Catalog, node: Filter, n_rows: int) -> np.ndarray:
         """bool (n_rows,): rows whose metadata passes ``node`` (deleted rows included: AND with the live mask)."""
-        columns = {}
-        for path in paths(node):
-            column = self._columns.get(path)
-            if column is None:  # not indexed: read this field of every row for this call only
-                column = Column()
-                column.extend(n_rows, catalog.field_values(path, 0, n_rows))
-            columns[path] = column
-        return evaluate(node, columns, n_rows)
+        return evaluate(node, {path: self.column(catalog, path, n_rows) for path in paths(node)}, n_rows)
 
 
 class Fields:
@@ -289,6 +293,13 @@ class Fields:
         self.sync()
         segments = self._store.segments
         return self.columns.mask(self._store.db, node, segments.n_rows) & (segments.live[: segments.n_rows] != 0)
+
+    def hint(self, node: Filter, rows: np.ndarray) -> str | None:
+        """Why ``node`` matched none of ``rows`` (the live rows a call may see; ``hints.why_empty``). Store's lock
+        held, state fresh."""
+        db, n_rows = self._store.db, self._store.segments.n_rows
+        return why_empty(node, lambda path: self.columns.column(db, path, n_rows), rows,
+                         lambda: db.field_names(rows[:HINT_SAMPLE_ROWS].tolist()))
 
     def create(self, field: str) -> None:
         """Index a metadata field (dotted path for nested fields); nothing if it is indexed."""

@@ -9,13 +9,14 @@ did, by any process, it searches the new rows again).
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from vecpack import tenants, validate
-from vecpack.errors import Conflict, InvalidInput
+from vecpack.errors import Conflict, FilterWarning, InvalidInput
 from vecpack.index import IndexKind
 from vecpack.kernels.rowset import ascending
 from vecpack.query import filters, planner
@@ -29,6 +30,8 @@ from vecpack.tenants import Tenants
 
 #: searches restarted because a compaction renumbered the rows under them, before giving up
 SEARCH_TRIES = 3
+#: hints kept per collection handle (``Reader.hint``)
+MAX_HINTS = 256
 #: why each plan runs, as ``explain`` tells a tenant: in words that do not depend on the other tenants' rows
 TENANT_PLANS = {
     PlanKind.NONE: "none of the tenant's rows match",
@@ -95,6 +98,22 @@ class Reader:
 
     def __init__(self, store: Store, tenants: Tenants, fields: Fields) -> None:
         self.store, self.tenants, self.fields = store, tenants, fields
+        #: hints for filters that matched nothing, by (filter, tenant, data generation): a loop repeating an
+        #: empty filter pays for its hint once
+        self._hints: dict[tuple[Any, ...], str | None] = {}
+
+    def hint(self, tenant_no: int | None, node: filters.Filter, selection: Selection) -> str | None:
+        """Why ``node`` selected no row of the tenant's (``hints.why_empty``); None if it selected some or no
+        reason is found. Store's lock held, state fresh."""
+        if not selection.empty():
+            return None
+        seg = self.store.segments
+        key = (repr(node), tenant_no, seg.files, seg.n_rows, seg.n_live)
+        if key not in self._hints:
+            if len(self._hints) >= MAX_HINTS:
+                self._hints.clear()
+            self._hints[key] = self.fields.hint(node, self.live_rows(self.select(tenant_no, None)))
+        return self._hints[key]
 
     def select(self, tenant_no: int | None, node: filters.Filter | None, force: PlanKind | None = None) -> Selection:
         """Live rows of tenant ``tenant_no`` (None = all) passing ``node`` (None = no filter); a large tenant's come
@@ -147,6 +166,8 @@ class Reader:
                 tenant_no, files = self.tenants.resolve(tenant), store.segments.files
                 selections = [self.select(tenant_no, node, params.plan) for node, _ in groups]
                 snap = store.segments.snapshot(params.k, params.rerank, every_row=all(s.everything for s in selections))
+                notes = [self.hint(tenant_no, node, s) for (node, _), s in zip(groups, selections, strict=True)
+                         if node is not None]
             try:
                 scores, rows = search_snapshot(q, params, groups, selections, snap)
             except OSError:  # this process's compaction closed the file we were reading
@@ -159,6 +180,7 @@ class Reader:
                     break
         else:
             raise Conflict(f"collection {store.name!r} was compacted {SEARCH_TRIES} times during one search: retry")
+        warn(notes)
         return self._hits(scores, rows, found)
 
     def _hits(self, scores: np.ndarray, rows: np.ndarray, found: dict[int, tuple[str, str | None]]) -> list[list[Hit]]:
@@ -187,17 +209,25 @@ class Reader:
             own = self.select(tenant_no, None).count() if tenant_no is not None else None
             paths = filters.paths(node) if node else ()
             indexed = {".".join(p): self.fields.columns.indexed(p) for p in paths}
+            seg, kind = store.segments, store.settings.index
+            rows = {"growing_rows": seg.n_rows - seg.sealed, "unindexed_rows": seg.unindexed_rows}
+            hint = self.hint(tenant_no, node, selection) if node is not None else None
         out = plan.as_dict()
         out["plan"] = out.pop("kind")
-        if own is not None:
+        if own is not None:  # row counts of the whole collection are other tenants' business
             out |= {"live": own, "selectivity": plan.matches / own if own else 0.0, "ef": None, "nprobe": None,
                     "fallback": None, "reason": TENANT_PLANS[plan.kind]}
-        return out | {"index": store.settings.index, "fields": indexed}
+            rows = {"growing_rows": None, "unindexed_rows": None}
+        return out | {"index": kind, "fields": indexed, "hint": hint} | rows
 
     def count(self, node: filters.Filter | None, tenant: str | None) -> int:
         with self.store.reading():
-            selection = self.select(self.tenants.resolve(tenant), node)
-            return self.store.segments.n_live if selection.everything else selection.count()
+            tenant_no = self.tenants.resolve(tenant)
+            selection = self.select(tenant_no, node)
+            n = self.store.segments.n_live if selection.everything else selection.count()
+            note = self.hint(tenant_no, node, selection) if node is not None else None
+        warn([note])
+        return n
 
     def get(self, ids: list[str] | None, node: filters.Filter | None, limit: int | None, offset: int,
             tenant: str | None) -> list[Record]:
@@ -210,12 +240,23 @@ class Reader:
                 keep = self.fields.mask(node) if node is not None else None
                 picked = [r for r in self.tenants.records(ids, tenant_no) if keep is None or keep[r[1]]]
             else:
-                rows = self.live_rows(self.select(tenant_no, node))[offset:][:limit].tolist()
+                selection = self.select(tenant_no, node)
+                rows = self.live_rows(selection)[offset:][:limit].tolist()
                 offset = 0
                 picked = [(tenants.public_id(i), r, m) for r, (i, m) in sorted(store.db.records_by_row(rows).items())]
+            note = self.hint(tenant_no, node, selection) if node is not None and ids is None else None
             picked = picked[offset:][:limit]
-            return [Record(i, np.array(vectors[row]), json.loads(meta) if meta is not None else None)
-                    for i, row, meta in picked]
+            records = [Record(i, np.array(vectors[row]), json.loads(meta) if meta is not None else None)
+                       for i, row, meta in picked]
+        warn([note])
+        return records
+
+
+def warn(notes: list[str | None]) -> None:
+    """A FilterWarning per hint, pointing at the user's call (Collection method -> Reader -> here)."""
+    for note in notes:
+        if note is not None:
+            warnings.warn(FilterWarning(f"the filter matched no record: {note}"), stacklevel=4)
 
 
 def search_snapshot(

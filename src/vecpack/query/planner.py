@@ -179,9 +179,14 @@ def _check_forced(force: PlanKind, matches: int | None, index: Index | None, clu
     """InvalidInput unless ``force`` can run here."""
     if force not in FORCIBLE:
         raise InvalidInput(f"plan must be one of {', '.join(map(str, FORCIBLE))}, not {str(force)!r}")
-    if force in (PlanKind.FILTERED, PlanKind.POSTFILTER) and (index is None or not index.rows or matches is None):
-        raise InvalidInput(f"plan {str(force)!r} needs an index holding rows and a filter or a tenant to search "
-                           "through; plan 'exact' or 'scan' search without the index")
+    if force in (PlanKind.FILTERED, PlanKind.POSTFILTER):
+        if index is None or not index.rows:
+            raise InvalidInput(f"plan {str(force)!r} searches the index, and this collection has none holding rows "
+                               "yet (optimize() builds it once enough rows are sealed); plans 'exact' and 'scan' "
+                               "search without one")
+        if matches is None:
+            raise InvalidInput(f"plan {str(force)!r} searches through the rows a filter or a tenant selects: give "
+                               "where= or tenant=")
     if force == PlanKind.CLUSTERS and not clustered:
         raise InvalidInput("plan 'clusters' needs a tenant of a multi-tenant collection whose rows are clustered "
                            "(an optimized index), searched without a filter")

@@ -43,6 +43,14 @@ class Selection:
     def everything(self) -> bool:
         return self._rows is None and self._mask is None and self._among is None
 
+    def empty(self) -> bool:
+        """No row in scope (a restriction that passes none; an unrestricted selection is never empty)."""
+        if self._rows is not None:
+            return self._rows.size == 0
+        if self._among is not None:
+            return self.count() == 0
+        return self._mask is not None and not self._mask.any()
+
     def count(self) -> int:
         if self._rows is not None:
             return int(self._rows.size)

@@ -154,6 +154,18 @@ class Catalog:
             out.append((row, value))
         return out
 
+    def field_names(self, rows: Sequence[int]) -> list[str]:
+        """Dotted paths of the fields in the metadata of ``rows`` (nested fields too; not array elements)."""
+        names = set()
+        for (key,) in self.conn.execute(
+            "SELECT DISTINCT t.fullkey FROM records r, json_tree(r.metadata) t "
+            "WHERE r.row IN (SELECT value FROM json_each(?1)) AND t.type != 'object' AND t.fullkey != '$'",
+            (json.dumps(list(rows)),),
+        ):
+            if "[" not in key:
+                names.add(".".join(part.strip('"') for part in key[2:].split(".")))
+        return sorted(names)
+
     # -- tenants (multi-tenant collections: record keys are "<code>\x1f<id>") ------------------
     def tenants(self) -> dict[str, tuple[int, bool]]:
         """name -> (code, active) of every tenant."""

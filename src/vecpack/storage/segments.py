@@ -429,6 +429,16 @@ class Segments:
         self.layout = _ScanLayout(self.files, array, sealed) if array is not None else None
         return array
 
+    @property
+    def indexed_rows(self) -> int:
+        """Rows the index covers (0 without one)."""
+        return self.index.rows if self.index is not None else 0
+
+    @property
+    def unindexed_rows(self) -> int:
+        """Rows an index collection scans flat until its index covers them (0 for a flat collection)."""
+        return 0 if self.index_kind == IndexKind.FLAT else self.n_rows - self.indexed_rows
+
     def memory(self) -> dict[str, int]:
         """Resident bytes: ``codes`` (of sealed rows the index does not hold: an IVF index holds its rows' codes;
         without an index, a codec's scan layout of them, plus the rows once a filtered search read them),

@@ -90,7 +90,7 @@ class Store:
         """``lock`` held and one catalog read transaction open, the in-memory state refreshed at its start."""
         with self.lock:
             if self.closed:
-                raise ClosedError(f"collection {self.name!r} is closed")
+                raise self._closed_error()
             try:
                 for attempt in range(SNAPSHOT_TRIES):
                     with self.db.snapshot():
@@ -110,7 +110,7 @@ class Store:
         """Reload state if another handle (of this process or another) committed since we last looked; our own
         commits are applied by ``_apply``."""
         if self.closed:
-            raise ClosedError(f"collection {self.name!r} is closed")
+            raise self._closed_error()
         with self.db.snapshot():
             version = self.db.data_version()
             if version == self._data_version:
@@ -241,6 +241,13 @@ class Store:
 
     def checkpoint(self) -> None:
         self._catalog.checkpoint()
+
+    def _closed_error(self) -> ClosedError:
+        if not self.path.exists():
+            return ClosedError(f"collection {self.name!r} was dropped: create it again (db.create_collection) to "
+                               "reuse the name")
+        return ClosedError(f"collection {self.name!r} is closed: get it again from an open database "
+                           "(vecpack.connect(path).get_collection(name))")
 
     def close(self) -> None:
         with self.write_lock, self.lock:
