@@ -102,23 +102,8 @@ def sweep(
     """
     n, d = x.shape
     budgets = sorted({4 * d // f for f in fractions}, reverse=True)
-    smallest = budgets[-1] / 2
     faiss = import_faiss()[0] if use_faiss else None
-
-    def wanted(name: str, size: int) -> bool:
-        return (
-            smallest < size
-            and (only is None or re.search(only, name, re.IGNORECASE) is not None)
-            and (exclude is None or re.search(exclude, name, re.IGNORECASE) is None)
-        )
-
-    specs = candidate_specs(
-        d, budgets[0], metric=codec_metric(metric), reduce_to=reduce_to, queries=train_queries is not None
-    )
-    configs = [("vecpack", s, make_codec(s, d, codec_metric(metric)).code_size) for s in specs]
-    if faiss is not None:
-        configs += [(FAISS, c, size) for c, size in peer_configs(faiss, d, budgets[0], reduce_to=reduce_to)]
-    configs = [c for c in configs if wanted(c[1], c[2])]
+    configs = _configs(d, metric, budgets, reduce_to, train_queries is not None, faiss, only, exclude)
     log(f"{len(configs)} configs for budgets {budgets} bytes ({n:,} x {d}, {metric})")
 
     screened_out: list[dict[str, Any]] = []
@@ -163,6 +148,27 @@ def sweep(
         "screened_out": screened_out,
         "skipped": skipped,
     }
+
+
+def _configs(
+    d: int, metric: str, budgets: list[int], reduce_to: Sequence[float], with_queries: bool, faiss: Any,
+    only: str | None, exclude: str | None,
+) -> list[tuple[str, str, int]]:
+    """(system, spec, bytes per vector) of every config that fits between half the smallest budget and the
+    largest, named as ``only`` / ``exclude`` allow (regular expressions, case-insensitive)."""
+
+    def wanted(name: str, size: int) -> bool:
+        return (
+            budgets[-1] / 2 < size
+            and (only is None or re.search(only, name, re.IGNORECASE) is not None)
+            and (exclude is None or re.search(exclude, name, re.IGNORECASE) is None)
+        )
+
+    specs = candidate_specs(d, budgets[0], metric=codec_metric(metric), reduce_to=reduce_to, queries=with_queries)
+    configs = [("vecpack", s, make_codec(s, d, codec_metric(metric)).code_size) for s in specs]
+    if faiss is not None:
+        configs += [(FAISS, c, size) for c, size in peer_configs(faiss, d, budgets[0], reduce_to=reduce_to)]
+    return [c for c in configs if wanted(c[1], c[2])]
 
 
 def _measure_all(
@@ -395,6 +401,12 @@ def markdown(r: dict[str, Any]) -> str:
         for x in sorted(r["runs"], key=lambda x: (x["bytes"], x["system"], x["name"]))
     ]
     lines += _table(header, rows, "llllrrrrr")
+    lines += ["## Notes", "", *(f"- {x}" for x in _notes(r)), ""]
+    return "\n".join(lines)
+
+
+def _notes(r: dict[str, Any]) -> list[str]:
+    """The report's notes: what budgets and families mean, what was screened out or skipped."""
     notes = [
         "Budgets are bytes per vector of the in-memory codes; re-ranking reads the float32 vectors, "
         "which vecpack keeps on disk (FAISS: numpy gather of the same rows).",
@@ -418,8 +430,7 @@ def markdown(r: dict[str, Any]) -> str:
         notes.append("Skipped: " + "; ".join(f"`{x['name']}` ({x['why']})" for x in r["skipped"]))
     if not r["faiss"]:
         notes.append("FAISS was not importable: no FAISS columns.")
-    lines += ["## Notes", "", *(f"- {x}" for x in notes), ""]
-    return "\n".join(lines)
+    return notes
 
 
 def _frontier(points: list[tuple[int, float]], right: int) -> tuple[list[int], list[float]]:
