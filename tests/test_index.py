@@ -609,9 +609,9 @@ def test_two_level_codec_on_a_graph_rescores_its_beam_without_widening_it(db, x,
     calls = []
     real = GraphIndex.search
 
-    def spy(self, q, probe, codes, live, k_out, knob, **kw):
-        calls.append((k_out, knob))
-        return real(self, q, probe, codes, live, k_out, knob, **kw)
+    def spy(self, q, probe, codes, allowed, k_out, **kw):
+        calls.append((k_out, kw["ef"]))
+        return real(self, q, probe, codes, allowed, k_out, **kw)
 
     monkeypatch.setattr(GraphIndex, "search", spy)
     hits = col.search(queries[:3], K, ef=16)

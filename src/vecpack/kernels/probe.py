@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+from numba.extending import overload
 
 from vecpack.kernels.binary import score_bits_row
 from vecpack.kernels.kinds import (
@@ -93,32 +94,42 @@ def bytes_read(kind_tok, qw, row_bytes):
     return row_bytes
 
 
-@njit(cache=True, inline="always")
 def score_row(kind_tok, qf, qw, code):
     """Similarity (float32) of the query described by (kind_token(kind), qf, qw) to one code row ``code``.
 
-    The kind is a compile-time constant: each specialisation keeps one branch.
+    Called from Python it dispatches at run time; inside a kernel the overload below picks the kind's
+    scorer while numba types the call, so a kernel compiles only that kind's code (typing all eleven and
+    leaving LLVM to drop ten made a kernel's first compile 3-4x slower).
     """
-    kind = len(kind_tok)
+    return _scorer(len(kind_tok))(kind_tok, qf, qw, code)
+
+
+def _scorer(kind: int):
+    """The kind's scorer with ``score_row``'s arguments."""
     if kind == AFFINE_IP:
-        return score_affine_ip_row(qf, code)
+        return lambda kind_tok, qf, qw, code: score_affine_ip_row(qf, code)
     if kind == AFFINE_L2:
-        return score_affine_l2_row(qf, code)
+        return lambda kind_tok, qf, qw, code: score_affine_l2_row(qf, code)
     if kind == BITS:
-        return score_bits_row(qf, qw, code)
+        return lambda kind_tok, qf, qw, code: score_bits_row(qf, qw, code)
     if kind == RBIN:
-        return score_rbin_row(qf, qw, code)
+        return lambda kind_tok, qf, qw, code: score_rbin_row(qf, qw, code)
     if kind == LVQ:
-        return score_lvq_row(qf, qw, code)
+        return lambda kind_tok, qf, qw, code: score_lvq_row(qf, qw, code)
     if kind == LVQ_FULL:
-        return score_lvq_full_row(qf, qw, code)
+        return lambda kind_tok, qf, qw, code: score_lvq_full_row(qf, qw, code)
     if kind == NIBBLE_AFFINE:
-        return score_nibble_row(qf, qw, code)
+        return lambda kind_tok, qf, qw, code: score_nibble_row(qf, qw, code)
     if kind == LUT4:
-        return score_lut4_row(qf, code)
-    if kind == RABITQ or kind == RABITQ_EX:
-        return score_rabitq_row(kind_tok, qf, qw, code)
-    return score_lut_row(qf, code)  # LUT
+        return lambda kind_tok, qf, qw, code: score_lut4_row(qf, code)
+    if kind in (RABITQ, RABITQ_EX):
+        return lambda kind_tok, qf, qw, code: score_rabitq_row(kind_tok, qf, qw, code)
+    return lambda kind_tok, qf, qw, code: score_lut_row(qf, code)  # LUT
+
+
+@overload(score_row, inline="always")
+def _score_row_typed(kind_tok, qf, qw, code):
+    return _scorer(len(kind_tok))  # kind_tok is a numba tuple type here: its length is the kind
 
 
 @njit(cache=True, fastmath=True)
