@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+
+# the suite compiles kernels on first use, as numba does: a background warm-up (``kernels.warm``) would make
+# results depend on when its groups became ready; tests/kernels/test_warm.py tests it, and the twins, directly
+os.environ["VECPACK_WARMUP"] = "0"
 
 import vecpack
 

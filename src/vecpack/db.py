@@ -20,6 +20,7 @@ from vecpack.codecs import make_codec
 from vecpack.collection import DEFAULT_SEAL_ROWS, Collection
 from vecpack.errors import ClosedError, Conflict, InvalidInput, NotFound
 from vecpack.index import check_index
+from vecpack.kernels import warm
 from vecpack.storage.files import fsync_dir
 from vecpack.storage.manifest import Manifest
 from vecpack.storage.segments import AUTO
@@ -39,6 +40,8 @@ def connect(path: str | os.PathLike[str] | None = None, *, memory_map: bool = Fa
     ``memory_map=True`` maps them from their files instead: opening costs nothing and a collection
     may exceed RAM, but pages the kernel reclaims are read from disk again by the query that
     needs them. Float32 vectors stay on disk in both modes.
+    The first connect of a process starts compiling the search kernels in the background, unless a
+    finished warm-up left them in numba's cache (``kernels.warm``; ``VECPACK_WARMUP=0`` turns it off).
 
     Examples
     --------
@@ -48,6 +51,7 @@ def connect(path: str | os.PathLike[str] | None = None, *, memory_map: bool = Fa
     ...     db.list_collections()
     ['docs']
     """
+    warm.start()
     return Database(path, memory_map=memory_map)
 
 

@@ -17,7 +17,9 @@ from vecpack.codecs import Codec
 from vecpack.errors import InvalidInput, UnknownSpec
 from vecpack.index.base import Index
 from vecpack.index.flat import scan_codes, scan_exact
-from vecpack.kernels.exact import COSINE, IP, L2, rescore
+from vecpack.kernels import twins, warm
+from vecpack.kernels.exact import COSINE, IP, L2
+from vecpack.kernels.exact import rescore as exact_scores
 from vecpack.kernels.ivf import subset_scan
 from vecpack.kernels.probe import kind_token, refine_rows
 from vecpack.kernels.topk import merge_candidates, new_heaps, sort_heaps
@@ -158,6 +160,7 @@ def _finish(
     """Re-rank the heaps' candidates with exact float32 scores (if ``data.rerank``), keep the best k, best first."""
     if data.rerank:
         candidates, metric = heaps[1], METRIC_CODES[data.metric]
+        rescore = exact_scores if warm.ready("scan") else twins.rescore
         if data.gather is None:
             exact = rescore(data.vectors, q, candidates, metric)
         else:

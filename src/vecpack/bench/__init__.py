@@ -18,3 +18,9 @@ through ``Collection.search``. FAISS flat indexes run in the same process
 with the same queries and thread counts. Results go to ``<dataset>.json``,
 ``<dataset>.md`` and ``<dataset>.png`` in ``out_dir``.
 """
+
+import os
+
+# benchmarks time kernels, never their numpy twins: no background warm-up (``kernels.warm``); every benchmark's
+# untimed first call compiles what it measures
+os.environ["VECPACK_WARMUP"] = "0"

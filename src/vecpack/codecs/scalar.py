@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from vecpack.codecs.base import DECODE_BATCH, Codec, DecodeScorer, Probe, ProbeScorer, Scorer, affine_probe
+from vecpack.kernels import twins, warm
 from vecpack.kernels.scalar import u8_decode, u8_encode
 
 _FP16_MAX = 65504.0
@@ -99,14 +100,16 @@ class Int8Codec(Codec):
         self.step = step.astype(np.float32)
 
     def _encode(self, x):
-        return u8_encode(x, self.lo, (1.0 / self.step).astype(np.float32))
+        encode = u8_encode if warm.ready("int8") else twins.u8_encode
+        return encode(x, self.lo, (1.0 / self.step).astype(np.float32))
 
     def decode(self, codes):
-        return u8_decode(np.ascontiguousarray(codes), self.lo, self.step)
+        decode = u8_decode if warm.ready("int8") else twins.u8_decode
+        return decode(np.ascontiguousarray(codes), self.lo, self.step)
 
     def scorer(self, q) -> Scorer:
         self._require_trained()
-        if q.shape[0] >= DECODE_BATCH:
+        if q.shape[0] >= DECODE_BATCH or not warm.ready("int8"):  # the probe scan compiles: decode meanwhile
             return DecodeScorer(self, q)
         return ProbeScorer(self.probe(q))
 

@@ -127,7 +127,7 @@ def _scorer(kind: int):
     return lambda kind_tok, qf, qw, code: score_lut_row(qf, code)  # LUT
 
 
-@overload(score_row, inline="always")
+@overload(score_row)
 def _score_row_typed(kind_tok, qf, qw, code):
     return _scorer(len(kind_tok))  # kind_tok is a numba tuple type here: its length is the kind
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from vecpack.kernels import twins, warm
 from vecpack.kernels.simd import LANES, compress_above, count_lanes_above, key_score, order_key
 
 # queries per task of the parallel merges: scratch buffers are allocated once per task
@@ -391,21 +392,30 @@ def _merge_scores_rows(q0, q1, scores, row0, allowed, heap_s, heap_r):
         merge_row(srow, row0, allowed, heap_s[i], heap_r[i], bs, bj, br, 0.0, -1.0, no_ids)
 
 
-@njit(cache=True, parallel=True)
 def merge_scores(scores, row0, allowed, heap_s, heap_r):
     """Push a block of scores into the heaps.
 
     scores float32 (m, b): query i against rows row0 .. row0+b-1.
     allowed uint8 (b,): 0 marks a row that must not be returned (deleted, or not passing a filter).
     heap_s float32 (m, k), heap_r int64 (m, k): updated in place.
+    Up to QUERY_CHUNK queries run on the calling thread: waking the threads costs ~90 us, and a first call
+    with few queries then compiles no parallel region (seconds).
     """
     m, b = scores.shape
     if heap_s.shape[1] == 0 or b == 0:
         return
+    if not warm.ready("scan"):
+        return twins.merge_scores(scores, row0, allowed, heap_s, heap_r)
     allowed = np.ascontiguousarray(allowed)
-    if m <= QUERY_CHUNK:  # one task: skip the parallel region (waking the threads costs ~90 us)
+    if m <= QUERY_CHUNK:
         _merge_scores_rows(0, m, scores, row0, allowed, heap_s, heap_r)
-        return
+    else:
+        _merge_scores_parallel(scores, row0, allowed, heap_s, heap_r)
+
+
+@njit(cache=True, parallel=True)
+def _merge_scores_parallel(scores, row0, allowed, heap_s, heap_r):
+    m = scores.shape[0]
     for task in prange((m + QUERY_CHUNK - 1) // QUERY_CHUNK):
         _merge_scores_rows(task * QUERY_CHUNK, min(m, (task + 1) * QUERY_CHUNK), scores, row0, allowed, heap_s, heap_r)
 
@@ -427,15 +437,22 @@ def _merge_candidate_rows(q0, q1, cand_s, cand_r, heap_s, heap_r):
         merge_row(srow, 0, valid, heap_s[i], heap_r[i], bs, bj, br, 0.0, -1.0, ids)
 
 
-@njit(cache=True, parallel=True)
 def merge_candidates(cand_s, cand_r, heap_s, heap_r):
     """Push per-query candidate lists float32/int64 (m, c) into the heaps; rows < 0 are skipped."""
     m, c = cand_s.shape
     if heap_s.shape[1] == 0 or c == 0:
         return
-    if m <= QUERY_CHUNK:
+    if not warm.ready("scan"):
+        return twins.merge_candidates(cand_s, cand_r, heap_s, heap_r)
+    if m <= QUERY_CHUNK:  # as merge_scores
         _merge_candidate_rows(0, m, cand_s, cand_r, heap_s, heap_r)
-        return
+    else:
+        _merge_candidates_parallel(cand_s, cand_r, heap_s, heap_r)
+
+
+@njit(cache=True, parallel=True)
+def _merge_candidates_parallel(cand_s, cand_r, heap_s, heap_r):
+    m = cand_s.shape[0]
     for task in prange((m + QUERY_CHUNK - 1) // QUERY_CHUNK):
         _merge_candidate_rows(task * QUERY_CHUNK, min(m, (task + 1) * QUERY_CHUNK), cand_s, cand_r, heap_s, heap_r)
 
@@ -470,14 +487,21 @@ def _sort_heap_rows(q0, q1, heap_s, heap_r):
             hr[k - 1 - j] = tr
 
 
-@njit(cache=True, parallel=True)
 def sort_heaps(heap_s, heap_r):
     """Sort every heap row in place, best (largest score) first; empty slots go last."""
     m = heap_s.shape[0]
     if heap_s.shape[1] == 0:
         return
-    if m <= QUERY_CHUNK:
+    if not warm.ready("scan"):
+        return twins.sort_heaps(heap_s, heap_r)
+    if m <= QUERY_CHUNK:  # as merge_scores
         _sort_heap_rows(0, m, heap_s, heap_r)
-        return
+    else:
+        _sort_heaps_parallel(heap_s, heap_r)
+
+
+@njit(cache=True, parallel=True)
+def _sort_heaps_parallel(heap_s, heap_r):
+    m = heap_s.shape[0]
     for task in prange((m + QUERY_CHUNK - 1) // QUERY_CHUNK):
         _sort_heap_rows(task * QUERY_CHUNK, min(m, (task + 1) * QUERY_CHUNK), heap_s, heap_r)

@@ -1,0 +1,68 @@
+"""Plain-numpy twins of the kernels a new user's first calls run, for while ``warm`` compiles the kernels.
+
+Each twin takes and returns what its kernel does (heaps updated in place, with the heap layout the kernels
+expect: a row sorted ascending is a valid min-heap), computes the same scores up to float rounding, and is
+slower at scale; tests check each against its kernel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vecpack.kernels.exact import COSINE, L2
+
+
+def merge_candidates(cand_s: np.ndarray, cand_r: np.ndarray, heap_s: np.ndarray, heap_r: np.ndarray) -> None:
+    """``topk.merge_candidates``: per-query candidates float32 / int64 (m, c) into the heaps; rows < 0 skipped."""
+    k = heap_s.shape[1]
+    if k == 0 or cand_s.shape[1] == 0:
+        return
+    s = np.concatenate([heap_s, np.where(cand_r >= 0, cand_s, -np.inf).astype(np.float32)], axis=1)
+    r = np.concatenate([heap_r, cand_r], axis=1)
+    keep = np.argpartition(s, s.shape[1] - k, axis=1)[:, -k:]  # the k largest, any order
+    s, r = np.take_along_axis(s, keep, axis=1), np.take_along_axis(r, keep, axis=1)
+    order = np.argsort(s, axis=1, kind="stable")  # ascending: a valid min-heap
+    heap_s[:] = np.take_along_axis(s, order, axis=1)
+    heap_r[:] = np.where(heap_s > -np.inf, np.take_along_axis(r, order, axis=1), -1)
+
+
+def merge_scores(scores: np.ndarray, row0: int, allowed: np.ndarray, heap_s: np.ndarray, heap_r: np.ndarray) -> None:
+    """``topk.merge_scores``: scores float32 (m, b) of rows row0 .. row0+b-1 into the heaps, skipping allowed == 0."""
+    m, b = scores.shape
+    rows = np.where(np.asarray(allowed[:b]) != 0, np.arange(row0, row0 + b), -1)
+    merge_candidates(scores, np.broadcast_to(rows, (m, b)), heap_s, heap_r)
+
+
+def sort_heaps(heap_s: np.ndarray, heap_r: np.ndarray) -> None:
+    """``topk.sort_heaps``: every heap row best first, empty slots last."""
+    order = np.argsort(-heap_s, axis=1, kind="stable")
+    heap_s[:] = np.take_along_axis(heap_s, order, axis=1)
+    heap_r[:] = np.take_along_axis(heap_r, order, axis=1)
+
+
+def rescore(vectors: np.ndarray, q: np.ndarray, cand: np.ndarray, metric: int) -> np.ndarray:
+    """``exact.rescore``: exact similarities float32 (m, c) of queries q (m, d) to rows cand (m, c); -1 -> -inf."""
+    out = np.empty(cand.shape, np.float32)
+    for a in range(0, cand.shape[0], 64):  # the gathered rows of 64 queries at a time
+        c = cand[a : a + 64]
+        x = np.asarray(vectors)[np.maximum(c, 0)].astype(np.float32)  # (b, c, d)
+        if metric == L2:
+            diff = x - q[a : a + 64, None, :]
+            s = -np.einsum("mcd,mcd->mc", diff, diff)
+        else:
+            s = np.einsum("mcd,md->mc", x, q[a : a + 64])
+            if metric == COSINE:
+                norms = np.sqrt(np.einsum("mcd,mcd->mc", x, x))
+                s = np.where(norms > 0, s / np.where(norms > 0, norms, 1), 0)
+        out[a : a + 64] = np.where(c >= 0, s, -np.inf)
+    return out
+
+
+def u8_encode(x: np.ndarray, lo: np.ndarray, inv_step: np.ndarray) -> np.ndarray:
+    """``scalar.u8_encode``: clamp(round((x - lo) * inv_step), 0, 255) as uint8."""
+    return np.clip(np.rint((x - lo) * inv_step), 0, 255).astype(np.uint8)
+
+
+def u8_decode(codes: np.ndarray, lo: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """``scalar.u8_decode``: lo + step * codes as float32."""
+    return (lo + step * codes.astype(np.float32)).astype(np.float32)

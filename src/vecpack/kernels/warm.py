@@ -1,0 +1,177 @@
+"""Compile the kernels in the background, so that a fresh install's first calls do not wait for numba.
+
+numba compiles a kernel on its first call in a process and keeps the machine code in its on-disk cache
+(``cache=True``), so only the first process after an install pays: seconds per kernel, minutes in all.
+``start()`` (``vecpack.connect`` calls it) runs ``python -m vecpack.kernels.warm`` in a child process, which
+runs small real workloads group by group (``EXERCISES``, in the order a new user meets them) and reports each
+group as it finishes; from then on this process loads that group's kernels from the cache in milliseconds.
+Until then the entry points that ask ``ready(group)`` answer with plain-numpy twins (``kernels.twins``).
+A stamp keyed by the kernels' sources, numba, Python and the CPU records a finished warm-up, so later
+processes start none. ``VECPACK_WARMUP=0`` turns all of this off: kernels compile on first use, as numba does.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numba
+import numpy as np
+
+#: groups whose kernels this process may call without compiling (reported by the child)
+_ready: set[str] = set()
+_state = {"enabled": False, "all": False, "started": False, "checked": 0.0}
+_lock = threading.Lock()
+#: seconds between looks for another process's stamp, while waiting on its warm-up
+STAMP_POLL_S = 0.5
+
+
+def ready(group: str) -> bool:
+    """Whether this process may call ``group``'s kernels without compiling them (always, with warm-up off)."""
+    if not _state["enabled"] or _state["all"] or group in _ready:
+        return True
+    now = time.monotonic()
+    if now - _state["checked"] > STAMP_POLL_S:  # another process may be warming the same cache
+        _state["checked"] = now
+        _state["all"] = stamp_path().exists()
+    return _state["all"]
+
+
+def start() -> None:
+    """Start the background warm-up once per process, unless it is off, done, or running in another process."""
+    with _lock:
+        if _state["started"]:
+            return
+        _state["started"] = True
+        if os.environ.get("VECPACK_WARMUP", "1") == "0":
+            return
+        _state["enabled"] = True
+        stamp = stamp_path()
+        if stamp.exists():
+            _state["all"] = True
+            return
+        try:
+            stamp.parent.mkdir(parents=True, exist_ok=True)
+            env = os.environ | {"VECPACK_WARMUP": "0"}
+            child = subprocess.Popen([sys.executable, "-m", "vecpack.kernels.warm", str(stamp)], env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                     start_new_session=True)  # it finishes the cache even if we exit
+        except OSError:  # no cache folder or no process to spare: compile on first use
+            _state["enabled"] = False
+            return
+        threading.Thread(target=_follow, args=(child,), name="vecpack-warm", daemon=True).start()
+
+
+def _follow(child: subprocess.Popen) -> None:
+    """Mark the groups the child reports."""
+    assert child.stdout is not None
+    for line in child.stdout:
+        word, _, group = line.strip().partition(" ")
+        if word == "ready":
+            _ready.add(group)
+        elif word == "done":
+            _state["all"] = True
+    child.wait()
+    if child.returncode != 0 and not _state["all"]:  # it failed: whatever is left compiles on first use
+        _state["enabled"] = False
+
+
+def stamp_path() -> Path:
+    """Where a finished warm-up of these kernels, with this numba, Python, CPU and cache folder, leaves its
+    stamp (``$VECPACK_CACHE/warm`` or ``~/.cache/vecpack/warm``)."""
+    digest = hashlib.sha256()
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(source.read_bytes())
+    # where numba keeps the cache: beside these sources (one per install) unless NUMBA_CACHE_DIR moves it
+    for part in (numba.__version__, np.__version__, sys.version, platform.machine(), _cpu_name(),
+                 str(Path(__file__).resolve().parent), os.environ.get("NUMBA_CACHE_DIR", "")):
+        digest.update(part.encode())
+    root = os.environ.get("VECPACK_CACHE")
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "vecpack"
+    return base / "warm" / digest.hexdigest()[:24]
+
+
+def _cpu_name() -> str:
+    from llvmlite import binding
+
+    return binding.get_host_cpu_name()
+
+
+# -- the child ------------------------------------------------------------------------------------------------
+def _exercise(codec: str, index: str = "flat", n: int = 96, multi_tenant: bool = False) -> Callable[[], None]:
+    """A small workload of one collection kind: add, search (one query, a few, a batch; filtered; re-ranked),
+    optimize, and the same searches over sealed (and indexed) rows."""
+
+    def run() -> None:
+        import vecpack
+
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(n, 24)).astype(np.float32)
+        meta = [{"g": i % 4} for i in range(n)]
+        with vecpack.connect() as db:
+            col = db.create_collection("w", dim=24, codec=codec, index=index, multi_tenant=multi_tenant)
+            tenant = "t" if multi_tenant else None
+            col.add(list(range(n)), x, meta, tenant=tenant)
+            for _ in range(2):  # growing rows, then sealed (and indexed) ones
+                for m in (1, 4, 20, 40):
+                    col.search(x[:m], 5, tenant=tenant)
+                    col.search(x[:m], 5, rerank=10, tenant=tenant)
+                    col.search(x[:m], 5, where={"g": 1}, tenant=tenant)
+                col.optimize()
+
+    return run
+
+
+#: (group, workload) in the order a new user meets them; ``ready(group)`` is true once its workload ran
+EXERCISES: list[tuple[str, Callable[[], None]]] = [
+    ("scan", _exercise("float32")),
+    ("int8", _exercise("int8")),
+    ("float16", _exercise("float16")),
+    ("graph", _exercise("int8", "graph", n=1_100)),
+    ("ivf", _exercise("int8", "ivf", n=1_100)),
+    ("tenants", _exercise("int8", "graph", n=1_100, multi_tenant=True)),
+    ("binary", _exercise("binary")),
+    ("pq", _exercise("pq8")),
+]
+
+
+def main(stamp: Path) -> None:
+    """Run every workload, report each group on stdout, then leave the stamp (under a lock: one at a time)."""
+    try:
+        os.nice(5)  # the user's own work comes first
+    except OSError:
+        pass
+    with open(stamp.parent / "warm.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process's warm-up of the same cache: wait, then find it done
+        if not stamp.exists():
+            for group, workload in EXERCISES:
+                try:
+                    workload()
+                except Exception:  # a failed workload leaves its kernels to compile on first use
+                    continue
+                _report(f"ready {group}")
+            with tempfile.NamedTemporaryFile("w", dir=stamp.parent, delete=False) as f:
+                f.write(time.strftime("%Y-%m-%dT%H:%M:%S"))
+            os.replace(f.name, stamp)
+    _report("done")
+
+
+def _report(line: str) -> None:
+    """Tell the parent; once it has exited (a closed pipe), go on warming the cache for the next process."""
+    try:
+        print(line, flush=True)
+    except OSError:
+        sys.stdout = open(os.devnull, "w")  # stdout for the rest of this process
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
