@@ -97,6 +97,8 @@ def search_rows(
     codec, codes, vectors, rerank = data.codec, data.codes, data.vectors, data.rerank
     sealed = codes.shape[0]
     width = max(k, rerank)
+    if index is not None and not warm.ready(str(index.kind)) and sealed <= warm.FLAT_ROWS:
+        index = None  # its kernels are compiling (``kernels.warm``): scanning this many rows answers sooner
     indexed = index.rows if index is not None else 0
     if indexed:
         refine = codec.refine_pool(k)
@@ -141,7 +143,8 @@ def search_subset(q: np.ndarray, k: int, rows: np.ndarray, data: ScanData) -> tu
     width = max(k, data.rerank)
     m = q.shape[0]
     heaps = new_heaps(m, width)
-    if split and m <= PROBE_QUERIES and not codec.refine_pool(k):  # score the codes where they lie
+    if split and m <= PROBE_QUERIES and not codec.refine_pool(k) and warm.ready_for(codec.family):
+        # score the codes where they lie (while the kernel compiles, the scorer decodes the gathered rows)
         probe = codec.probe(q)
         subset_scan(kind_token(probe.kind), probe.qf, probe.qw, probe.view(codes), rows[:split], *heaps)
     elif split:

@@ -154,7 +154,7 @@ def test_a_fresh_install_answers_at_once_and_warms_the_cache(tmp_path):
         time.sleep(0.5)
     assert stamp and any((tmp_path / "numba").rglob("*.nbc"))
     again = subprocess.run([sys.executable, "-c", "import vecpack; from vecpack.kernels import warm; "
-                            "vecpack.connect(); print(warm.ready('pq'), warm._state['all'])"],
+                            "vecpack.connect(); print(warm.ready('pq'), warm._status.everything)"],
                            env=env, capture_output=True, text=True, check=True, timeout=120)
     assert again.stdout.split() == ["True", "True"]  # the stamp: every group ready, no child started
 
@@ -162,4 +162,20 @@ def test_a_fresh_install_answers_at_once_and_warms_the_cache(tmp_path):
 def test_warm_up_is_off_with_vecpack_warmup_0(monkeypatch):
     assert os.environ["VECPACK_WARMUP"] == "0"  # conftest: the suite compiles on first use
     vecpack.connect().close()
-    assert warm.ready("graph") and not warm._state["enabled"]
+    assert warm.ready("graph") and not warm._status.enabled
+
+
+@pytest.mark.parametrize("index", ["graph", "ivf"])
+def test_an_index_compiling_in_the_background_is_bypassed_by_a_flat_scan(monkeypatch, rng, index):
+    """While an index's group is not ready, a collection of up to FLAT_ROWS rows is scanned flat (through the
+    twins): the exact plan's answers, filtered or not."""
+    x = rng.normal(size=(1_200, 24)).astype(np.float32)
+    q = rng.normal(size=(5, 24)).astype(np.float32)
+    with vecpack.connect() as db:
+        col = db.create_collection("c", dim=24, codec="int8", index=index)
+        col.add(list(range(1_200)), x, [{"g": i % 3} for i in range(1_200)])
+        col.optimize()
+        assert col.stats()["indexed_rows"] == 1_200
+        exact = [[[h.id for h in hs] for hs in col.search(q, K, where=w, plan="exact")] for w in (None, {"g": 1})]
+        monkeypatch.setattr(warm, "ready", lambda group: False)
+        assert [[[h.id for h in hs] for hs in col.search(q, K, where=w)] for w in (None, {"g": 1})] == exact
