@@ -10,6 +10,9 @@ import pytest
 # the suite compiles kernels on first use, as numba does: a background warm-up (``kernels.warm``) would make
 # results depend on when its groups became ready; tests/kernels/test_warm.py tests it, and the twins, directly
 os.environ["VECPACK_WARMUP"] = "0"
+# ... and background maintenance would change stats() and plans at arbitrary times: tests that want it ask
+# connect(maintenance=True) (tests/storage/test_background.py)
+os.environ["VECPACK_MAINTENANCE"] = "0"
 
 import vecpack
 

@@ -26,7 +26,8 @@ from vecpack.query.columns import Fields
 from vecpack.query.execute import Hit, Reader, Record, SearchParams
 from vecpack.query.selection import filter_groups
 from vecpack.search import prepare
-from vecpack.storage import maintenance
+from vecpack.storage import background, maintenance
+from vecpack.storage.background import Maintainer
 from vecpack.storage.catalog import Catalog
 from vecpack.storage.manifest import Manifest
 from vecpack.storage.segments import AUTO, Segments
@@ -44,11 +45,14 @@ class Collection:
     Every write is atomic and durable when the call returns.
     """
 
-    def __init__(self, path: Path, *, memory_map: bool = False) -> None:
-        """Open the collection in folder ``path``; ``memory_map`` as in ``vecpack.connect``."""
+    def __init__(self, path: Path, *, memory_map: bool = False, maintainer: Maintainer | None = None) -> None:
+        """Open the collection in folder ``path``; ``memory_map`` as in ``vecpack.connect``; ``maintainer``: the
+        database's background maintenance, which then looks after this collection."""
         self.path = Path(path)
         self.memory_map = memory_map
         self._store = Store(self.path, memory_map=memory_map)
+        if maintainer is not None:
+            maintainer.watch(self._store)
         settings = self._store.settings
         self.name, self.dim, self.metric = settings.name, settings.dim, settings.metric
         self.seal_rows, self.index_params = settings.seal_rows, settings.index_params
@@ -335,7 +339,9 @@ class Collection:
         the live mask, codec parameters, field index columns and tenant row lists, shared clusters and postings
         (``field_index_bytes``, ``tenant_bytes``). ``disk_bytes`` is the disk space the folder's
         files take (allocated blocks). ``maintenance_error`` is the last failure of sealing after a
-        committed write (None once a seal succeeds), ``maintenance_failures`` how many there were.
+        committed write or of background maintenance (None once one succeeds), ``maintenance_failures`` how many
+        there were; ``maintenance_due``: ``optimize()`` has work (rows to compress or index, deleted rows to
+        compact), which background maintenance does a second after the last write.
         ``growing_rows``: rows not yet compressed (float32, scanned exactly); ``unindexed_rows``: rows an index
         collection scans flat because its index does not cover them yet (0 for a flat collection); ``optimize()``
         brings both to 0. ``scan_layout_rows``: rows the codec's scan layout covers (0 without one);
@@ -360,6 +366,7 @@ class Collection:
                 "scan_layout_rows": seg.layout.rows if seg.layout is not None else 0,
                 "clustered_rows": seg.clusters.rows if seg.clusters is not None else 0,
                 "disk_bytes": sum(f.stat().st_blocks * 512 for f in self.path.rglob("*") if f.is_file()),
+                "maintenance_due": background.due(store),
                 "maintenance_error": store.maintenance_error,
                 "maintenance_failures": store.maintenance_failures,
             }

@@ -21,6 +21,7 @@ from vecpack.collection import DEFAULT_SEAL_ROWS, Collection
 from vecpack.errors import ClosedError, Conflict, InvalidInput, NotFound
 from vecpack.index import check_index
 from vecpack.kernels import warm
+from vecpack.storage.background import Maintainer
 from vecpack.storage.files import fsync_dir
 from vecpack.storage.manifest import Manifest
 from vecpack.storage.segments import AUTO
@@ -31,7 +32,9 @@ STAGING_LOCK = ".vecpack-staging.lock"
 CATALOG = "catalog.sqlite"
 
 
-def connect(path: str | os.PathLike[str] | None = None, *, memory_map: bool = False) -> Database:
+def connect(
+    path: str | os.PathLike[str] | None = None, *, memory_map: bool = False, maintenance: bool | None = None,
+) -> Database:
     """Open (creating if missing) the database in folder ``path``; no path = a temporary database.
 
     A collection's codes and index arrays are read into memory when it opens (a 1M x 384 int8
@@ -40,6 +43,9 @@ def connect(path: str | os.PathLike[str] | None = None, *, memory_map: bool = Fa
     ``memory_map=True`` maps them from their files instead: opening costs nothing and a collection
     may exceed RAM, but pages the kernel reclaims are read from disk again by the query that
     needs them. Float32 vectors stay on disk in both modes.
+    ``maintenance``: a background thread compresses, indexes and compacts each open collection's new rows a
+    second after its last write (``storage.background``), so ``optimize()`` is never needed for memory or
+    speed; None = on unless ``VECPACK_MAINTENANCE=0``.
     The first connect of a process starts compiling the search kernels in the background, unless a
     finished warm-up left them in numba's cache (``kernels.warm``; ``VECPACK_WARMUP=0`` turns it off).
 
@@ -52,14 +58,20 @@ def connect(path: str | os.PathLike[str] | None = None, *, memory_map: bool = Fa
     ['docs']
     """
     warm.start()
-    return Database(path, memory_map=memory_map)
+    return Database(path, memory_map=memory_map, maintenance=maintenance)
 
 
 class Database:
     """Collections stored under one folder. Use ``connect()`` to open one."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, memory_map: bool = False) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str] | None = None, *, memory_map: bool = False,
+        maintenance: bool | None = None,
+    ) -> None:
         self.memory_map = memory_map
+        if maintenance is None:
+            maintenance = os.environ.get("VECPACK_MAINTENANCE", "1") != "0"
+        self._maintainer = Maintainer() if maintenance else None
         self._tmp = tempfile.TemporaryDirectory(prefix="vecpack-") if path is None else None
         self.path = Path(self._tmp.name if self._tmp else path)
         self.path.mkdir(parents=True, exist_ok=True)
@@ -174,7 +186,8 @@ class Database:
         if col is None or col.closed:
             if not (self.path / name / CATALOG).is_file():
                 raise NotFound(f"collection {name!r} does not exist")
-            col = self._open[name] = Collection(self.path / name, memory_map=self.memory_map)
+            col = self._open[name] = Collection(self.path / name, memory_map=self.memory_map,
+                                                maintainer=self._maintainer)
         return col
 
     def list_collections(self) -> list[str]:
@@ -212,6 +225,8 @@ class Database:
             if self._closed:
                 return
             self._closed = True
+            if self._maintainer is not None:
+                self._maintainer.close()  # after the optimize in progress, before the files close
             for col in self._open.values():
                 col.close()
             self._open.clear()

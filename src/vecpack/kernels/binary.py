@@ -30,7 +30,7 @@ def shape_token(n: int) -> tuple[int, ...]:
     return (0,) * n
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _quantize_rows(q0, q1, q, shift, scale, planes, lo, delta, total, bits_token):
     """quantize_queries for rows q0..q1-1."""
     d = q.shape[1]
@@ -67,7 +67,7 @@ def _quantize_rows(q0, q1, q, shift, scale, planes, lo, delta, total, bits_token
                 planes[i, w, p] = word
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def quantize_queries(q, shift, scale, n_words, bits_token):
     """Bit planes for ``binary_scan`` of the scaled queries qs = (q - shift) * scale.
 
@@ -90,7 +90,7 @@ def quantize_queries(q, shift, scale, n_words, bits_token):
     return planes, lo, delta, total
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _transpose_codes(codes, c0, c1, codes_t, pcs, words_token):
     """Rows c0..c1-1 of codes uint64 (n, W) into codes_t uint64 (W, >= c1-c0); their popcounts into pcs float32."""
     n_words = len(words_token)
@@ -104,7 +104,7 @@ def _transpose_codes(codes, c0, c1, codes_t, pcs, words_token):
         pcs[r] = c
 
 
-@njit(cache=True, fastmath={"reassoc", "contract"})
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def score_chunk(codes_t, pcs, b, plane, qa, qb, qc, out, words_token, bits_token):
     """Scores float32 out[:b] of one query against b word-major codes codes_t uint64 (W, >= b).
 
@@ -131,7 +131,7 @@ def score_chunk(codes_t, pcs, b, plane, qa, qb, qc, out, words_token, bits_token
     return s1, s2
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _scan_queries(task, codes_t, pcs, b, row0, allowed, planes, qa, qb, qc, heap_s, heap_r, words_token, bits_token):
     """Score the queries of one task (QUERY_CHUNK of them) against a chunk of b word-major codes; merge into heaps."""
     q0 = task * QUERY_CHUNK
@@ -150,7 +150,7 @@ def _scan_queries(task, codes_t, pcs, b, row0, allowed, planes, qa, qb, qc, heap
         merge_row(scores, row0, allowed, heap_s[i], heap_r[i], bs, bj, br, mu, sd, no_ids)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def binary_scan(codes, row0, allowed, planes, qa, qb, qc, heap_s, heap_r, words_token, bits_token):
     """Score 1-bit codes against quantised queries and merge into heaps.
 
@@ -181,7 +181,7 @@ def binary_scan(codes, row0, allowed, planes, qa, qb, qc, heap_s, heap_r, words_
             )
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def score_bits_row(qf, qw, code):
     """Probe kind BITS: a 1-bit code row against the query's bit planes."""
     n_words = code.shape[0]

@@ -8,7 +8,7 @@ from numba import njit, prange
 IP, COSINE, L2 = 0, 1, 2
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def _rescore_query(i, vectors, q, cand, metric, out):
     """rescore for query i."""
     d = q.shape[1]
@@ -35,7 +35,7 @@ def _rescore_query(i, vectors, q, cand, metric, out):
                 out[i, t] = dot
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def rescore(vectors, q, cand, metric):
     """Exact similarities float32 (m, c) of queries q (m, d) to rows cand int64 (m, c) of vectors (N, d).
 

@@ -28,7 +28,7 @@ _NO_ALLOW = np.zeros(0, dtype=np.uint8)
 
 
 # -- visited set: open addressing over int32 rows (-1 = empty slot) ------------------------------
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _new_visited(expected):
     size = 1024
     while size < 2 * expected:
@@ -36,7 +36,7 @@ def _new_visited(expected):
     return np.full(size, -1, dtype=np.int32)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _visit(table, row):
     """Add row to the visited set; True if it was not there."""
     mask = table.shape[0] - 1
@@ -51,7 +51,7 @@ def _visit(table, row):
         h = (h + 1) & mask
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _grown(table):
     bigger = np.full(2 * table.shape[0], -1, dtype=np.int32)
     for v in table:
@@ -61,7 +61,7 @@ def _grown(table):
 
 
 # -- beam search ---------------------------------------------------------------------------------
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _pool_insert(pool_s, pool_r, done, size, s, r):
     """Insert (s, r) into the pool sorted by descending score; returns (new size, position)."""
     cap = pool_s.shape[0]
@@ -80,7 +80,7 @@ def _pool_insert(pool_s, pool_r, done, size, s, r):
     return min(size + 1, cap), pos
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def beam_search(kind_tok, qf, qw, codes, graph, entries, allow, pool_s, pool_r, exp_s, exp_r):
     """Best-first search from ``entries``; the L = len(pool_s) best rows found go to pool_s/pool_r, best first.
 
@@ -166,7 +166,7 @@ def beam_search(kind_tok, qf, qw, codes, graph, entries, allow, pool_s, pool_r, 
     return size, n_exp
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _search_queries(i0, i1, kind_tok, qf, qw, codes, graph, entries, allowed, filtered, out_s, out_r, pool_s, pool_r):
     """graph_search for queries i0 .. i1-1, with scratch pools of length ef."""
     k_out = out_s.shape[1]
@@ -186,7 +186,7 @@ def _search_queries(i0, i1, kind_tok, qf, qw, codes, graph, entries, allowed, fi
                 c += 1
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _search_parallel(kind_tok, qf, qw, codes, graph, entries, ef, allowed, filtered, out_s, out_r):
     m = qf.shape[0]
     for task in prange((m + QUERY_CHUNK - 1) // QUERY_CHUNK):
@@ -220,7 +220,7 @@ def graph_search(kind, qf, qw, codes, graph, entries, ef, allowed, k_out, filter
 
 
 # -- construction --------------------------------------------------------------------------------
-@njit(cache=True, fastmath=True, inline="always")
+@njit(cache=True, nogil=True, fastmath=True, inline="always")
 def _sq_l2(x, a, b):
     acc = np.float32(0.0)
     for j in range(x.shape[1]):
@@ -229,7 +229,7 @@ def _sq_l2(x, a, b):
     return acc
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def robust_prune(x, p, cand_r, cand_d, n_cand, alpha2, out):
     """Vamana's alpha rule: out-neighbours of p from candidates sorted by ascending squared distance.
 
@@ -265,7 +265,7 @@ def robust_prune(x, p, cand_r, cand_d, n_cand, alpha2, out):
     return c
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def insert_batch(x, kind_tok, qf, qw, codes, graph, entries, batch, ef, alpha2, degree):
     """Search the graph for each row of ``batch`` and prune its pool: new out-rows int32 (len(batch), degree).
 
@@ -291,7 +291,7 @@ def insert_batch(x, kind_tok, qf, qw, codes, graph, entries, batch, ef, alpha2, 
     return new_out
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def _prune_row(x, p, cand, alpha2, row):
     """Re-prune row p of the graph (``row``) from the candidate rows ``cand`` (int64, unique, no p)."""
     dist = np.empty(cand.shape[0], dtype=np.float32)
@@ -304,7 +304,7 @@ def _prune_row(x, p, cand, alpha2, row):
     row[:c] = out[:c]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def add_reverse_edges(x, graph, batch, new_out, alpha2):
     """Write the batch's rows, then add each edge p -> j as j -> p.
 
@@ -354,7 +354,7 @@ def add_reverse_edges(x, graph, batch, new_out, alpha2):
             _prune_row(x, j, cand[:c], alpha2, row[:degree])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def trim_rows(x, graph, alpha2, degree):
     """The graph cut to ``degree`` columns (int32 (n, degree)), re-pruning rows that hold more."""
     n, width = graph.shape
@@ -371,7 +371,7 @@ def trim_rows(x, graph, alpha2, degree):
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def repair_deleted(x, graph, live, alpha2):
     """A new graph without edges to deleted rows (FreshDiskANN's consolidation).
 

@@ -14,7 +14,7 @@ from vecpack.kernels.topk import QUERY_CHUNK, heap_replace_top
 PREFETCH_AHEAD = 8
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def _nearest_lists_query(i, q, centroids, half_sq, lists):
     """nearest_lists for query i: a heap of the best <q, c> - |c|^2 / 2 over every centroid."""
     hs = np.full(lists.shape[1], -np.inf, dtype=np.float32)
@@ -31,7 +31,7 @@ def _nearest_lists_query(i, q, centroids, half_sq, lists):
             heap_replace_top(hs, hr, s, c)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def nearest_lists(q, centroids, half_sq, nprobe):
     """The ``nprobe`` centroids nearest each query in L2, int64 (m, nprobe), in no particular order.
 
@@ -50,7 +50,7 @@ def nearest_lists(q, centroids, half_sq, nprobe):
     return lists
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def _scan_queries(i0, i1, kind_tok, qf, qw, codes, rows, offsets, probes, allowed, heap_s, heap_r, scores):
     """ivf_scan for queries i0 .. i1-1, with a scratch buffer as long as the longest list."""
     for i in range(i0, i1):
@@ -71,7 +71,7 @@ def _scan_queries(i0, i1, kind_tok, qf, qw, codes, rows, offsets, probes, allowe
                     heap_replace_top(hs, hr, s, rows[t])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _scan_parallel(kind_tok, qf, qw, codes, rows, offsets, probes, allowed, heap_s, heap_r, longest):
     m = probes.shape[0]
     for task in prange((m + QUERY_CHUNK - 1) // QUERY_CHUNK):
@@ -101,7 +101,7 @@ def ivf_scan(kind_tok, qf, qw, codes, rows, offsets, longest, probes, allowed, h
         _scan_parallel(kind_tok, qf, qw, codes, rows, offsets, probes, allowed, heap_s, heap_r, longest)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def subset_scan(kind_tok, qf, qw, codes, rows, heap_s, heap_r):
     """Merge the scores of the code rows ``codes[rows]`` into every query's heap, in place.
 

@@ -13,7 +13,7 @@ ROW_BLOCK = 1024  # rows per task of the numba assignment
 LANES = 16  # float32 lanes of one AVX-512 register
 
 
-@njit(cache=True, fastmath=True, inline="always")
+@njit(cache=True, nogil=True, fastmath=True, inline="always")
 def nearest_centroid(x, i, base, centroids_t, scratch):
     """(index, squared distance) of the centroid nearest x[i, base : base + ds] among centroids_t (ds, k),
     with ``scratch`` float32 (k + LANES,). Both loops over centroids vectorise: the distances run over
@@ -48,7 +48,7 @@ def nearest_centroid(x, i, base, centroids_t, scratch):
     return 0, low
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _assign_small(x, centroids_t):
     n = x.shape[0]
     labels = np.empty(n, dtype=np.int64)
@@ -80,7 +80,7 @@ def assign(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return labels, dist
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _update(x, labels, k):
     """Mean of each cluster (float32 (k, d)) and cluster sizes (int64 (k,))."""
     n, d = x.shape

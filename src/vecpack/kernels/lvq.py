@@ -21,7 +21,7 @@ from vecpack.kernels.scalar import as_f32
 HEADER_BYTES = 4  # scale and bias, float16 each
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _put(out, i, at, j, h, value, nibbles):
     """Store code ``value`` of dimension j in row i of out, in the byte part starting at ``at``."""
     if not nibbles:
@@ -32,7 +32,7 @@ def _put(out, i, at, j, h, value, nibbles):
         out[i, at + j - h] |= value << 4
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _get(codes, i, at, j, h, nibbles):
     """Code of dimension j in row i of codes, from the byte part starting at ``at`` (int64)."""
     if not nibbles:
@@ -42,7 +42,7 @@ def _get(codes, i, at, j, h, nibbles):
     return np.int64(codes[i, at + j - h] >> 4)
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, nogil=True, parallel=True, fastmath=True)
 def row_ranges(x, mu):
     """Per-row minimum and maximum of x - mu: float32 (n,) each; x float32 (n, d), mu float32 (d,)."""
     n, d = x.shape
@@ -60,7 +60,7 @@ def row_ranges(x, mu):
     return lo, hi
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, nogil=True, parallel=True, fastmath=True)
 def lvq_encode(x, mu, scale, bias, header, bits, residual_bits, code_size):
     """LVQ code rows uint8 (n, code_size) of x float32 (n, d).
 
@@ -92,7 +92,7 @@ def lvq_encode(x, mu, scale, bias, header, bits, residual_bits, code_size):
     return out
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, nogil=True, parallel=True, fastmath=True)
 def lvq_decode(codes, mu, scale, bias, d, bits, residual_bits):
     """Float32 (n, d) reconstructions of LVQ rows codes uint8 (n, code_size), both levels.
 
@@ -116,7 +116,7 @@ def lvq_decode(codes, mu, scale, bias, d, bits, residual_bits):
     return out
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, nogil=True, parallel=True, fastmath=True)
 def nibble_encode(x, lo, inv_step):
     """4-bit codes uint8 (n, ceil(d/2)), split-halves layout: clamp(rint((x - lo) * inv_step), 0, 15)."""
     n, d = x.shape
@@ -129,7 +129,7 @@ def nibble_encode(x, lo, inv_step):
     return out
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, nogil=True, parallel=True, fastmath=True)
 def nibble_decode(codes, lo, step):
     """Float32 (n, d) = lo + step * code of split-halves 4-bit codes uint8 (n, ceil(d/2)); d = len(lo)."""
     n = codes.shape[0]
@@ -142,7 +142,7 @@ def nibble_decode(codes, lo, step):
     return out
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _nibbles(byte):
     """Low and high nibble of a code byte as float32 (float arithmetic keeps the vectorised loops 32 bits wide)."""
     f = np.float32(byte)
@@ -150,7 +150,7 @@ def _nibbles(byte):
     return f - np.float32(16.0) * hi, hi
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def score_lvq_row(qf, qw, code):
     """Probe kind LVQ: the primary level of an LVQ row (8-bit bytes or split-halves nibbles)."""
     d = np.int64(qw[0])
@@ -184,7 +184,7 @@ def score_lvq_row(qf, qw, code):
     return qf[n_q] + scale * acc + bias * qf[n_q + 1]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def score_lvq_full_row(qf, qw, code):
     """Probe kind LVQ_FULL: both levels of a 4-bit LVQ row (residual nibbles or bytes)."""
     d = np.int64(qw[0])
@@ -225,7 +225,7 @@ def score_lvq_full_row(qf, qw, code):
     return qf[2 * h] + delta * acc + bias * qf[2 * h + 1]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def score_nibble_row(qf, qw, code):
     """Probe kind NIBBLE_AFFINE: a split-halves 4-bit row, x_j = lo_j + step_j c_j."""
     h = code.shape[0]

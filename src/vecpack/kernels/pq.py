@@ -9,7 +9,7 @@ from vecpack.kernels.kmeans import LANES, ROW_BLOCK, nearest_centroid
 from vecpack.kernels.topk import heap_replace_top
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def pq_encode(x, centroids):
     """Codes uint8 (n, M): nearest of the K <= 256 centroids (M, K, ds) in each subspace of x (n, M*ds)."""
     n = x.shape[0]
@@ -24,7 +24,7 @@ def pq_encode(x, centroids):
     return codes
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def pq_decode(codes, centroids):
     """Float32 (n, M*ds) reconstructions of codes uint8 (n, M)."""
     n, n_sub = codes.shape
@@ -38,7 +38,7 @@ def pq_decode(codes, centroids):
     return out
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def _lut_query(i, codes, row0, allowed, luts, bias, heap_s, heap_r):
     """lut_scan for query i."""
     lut = luts[i]
@@ -54,7 +54,7 @@ def _lut_query(i, codes, row0, allowed, luts, bias, heap_s, heap_r):
             heap_replace_top(hs, hr, s, row0 + r)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def lut_scan(codes, row0, allowed, luts, bias, heap_s, heap_r):
     """Score codes uint8 (n, M) with lookup tables float32 (m, M, 256) plus bias (m,); merge into heaps.
     One query runs on the calling thread (waking the pool costs ~90 us)."""
@@ -66,7 +66,7 @@ def lut_scan(codes, row0, allowed, luts, bias, heap_s, heap_r):
         _lut_query(i, codes, row0, allowed, luts, bias, heap_s, heap_r)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def score_lut_row(qf, code):
     """Probe kind LUT: bias + the query's table entries of the row's sub-codes."""
     n_sub = code.shape[0]

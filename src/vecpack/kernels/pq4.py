@@ -213,7 +213,7 @@ def transpose16(typingctx, src, row, col, dst, dcol):
     return sig, codegen
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def transpose_chunk(codes, c0, c1, codes_t):
     """Rows c0..c1-1 of codes uint8 (n, B) into columns codes_t uint8 (B, >= c1 - c0): 16 x 16 blocks, then edges."""
     n_cols = codes.shape[1]
@@ -231,7 +231,7 @@ def transpose_chunk(codes, c0, c1, codes_t):
             codes_t[c, r] = codes[c0 + r, c]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def quantize_tables(luts, bias):
     """uint8 tables of float tables luts float32 (m, S, 16): luts ~ low_s + scale * lut_u8, one scale per query.
 
@@ -268,7 +268,7 @@ def quantize_tables(luts, bias):
     return lut_u8, scale, offset
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def to_blocks(codes, r0, r1, blocks, b0):
     """Rows r0..r1-1 of codes uint8 (n, B) into blocks uint8 (>= b0 + ceil((r1 - r0) / 64), B, 64).
 
@@ -278,7 +278,7 @@ def to_blocks(codes, r0, r1, blocks, b0):
         transpose_chunk(codes, a, min(a + BLOCK, r1), blocks[b0 + (a - r0) // BLOCK])
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _sum_bound(worst, scale, offset):
     """The largest table sum whose score offset + scale * sum cannot beat ``worst`` (a heap's worst score), minus
     one for rounding; -1 while the heap has room (worst = -inf), 65535 when no sum can beat it."""
@@ -288,7 +288,7 @@ def _sum_bound(worst, scale, offset):
     return int(min(max(t, -1.0), 65535.0))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def scan_query(blocks, b_rows, row0, allowed, lut, scale, offset, hs, hr, sums):
     """Merge one query's scores of b_rows blocked rows (numbered from row0) into its heap hs / hr (k,).
 
@@ -314,7 +314,7 @@ def scan_query(blocks, b_rows, row0, allowed, lut, scale, offset, hs, hr, sums):
                     bound = _sum_bound(hs[0], scale, offset)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _scan_queries(task, blocks, b_rows, row0, allowed, luts, scale, offset, heap_s, heap_r):
     """Scan one chunk's blocks for the queries of one task (QUERY_CHUNK of them)."""
     sums = np.empty(BLOCK, dtype=np.uint16)
@@ -322,7 +322,7 @@ def _scan_queries(task, blocks, b_rows, row0, allowed, luts, scale, offset, heap
         scan_query(blocks, b_rows, row0, allowed, luts[i], scale[i], offset[i], heap_s[i], heap_r[i], sums)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _chunk_blocks(codes, blocks, c0, c1, scratch):
     """The blocks of rows c0..c1-1: a slice of ``blocks`` if it is not empty, else codes' rows blocked into scratch."""
     if blocks.shape[0]:
@@ -331,7 +331,7 @@ def _chunk_blocks(codes, blocks, c0, c1, scratch):
     return scratch
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _scan_serial(codes, blocks, row0, allowed, luts, scale, offset, heap_s, heap_r):
     """fastscan on one thread: no parallel region per chunk (its launch costs more than a few queries' scan)."""
     n = allowed.shape[0]
@@ -344,7 +344,7 @@ def _scan_serial(codes, blocks, row0, allowed, luts, scale, offset, heap_s, heap
             _scan_queries(task, chunk, c1 - c0, row0 + c0, allowed[c0:c1], luts, scale, offset, heap_s, heap_r)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _scan_parallel(codes, blocks, row0, allowed, luts, scale, offset, heap_s, heap_r):
     """fastscan with the queries of each chunk spread over threads, QUERY_CHUNK per task."""
     n = allowed.shape[0]
@@ -377,7 +377,7 @@ def fastscan(codes, row0, allowed, luts, scale, offset, heap_s, heap_r, blocks=N
     scan(codes, blocks, row0, allowed, luts, scale, offset, heap_s, heap_r)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def score_lut4_row(qf, code):
     """Probe kind LUT4: bias + the float tables' entries of the row's two nibbles per byte."""
     n_bytes = code.shape[0]

@@ -83,7 +83,7 @@ __all__ = ["AFFINE_IP", "AFFINE_L2", "BITS", "LUT", "LUT4", "LVQ", "LVQ_FULL", "
 ROW_CHUNK = 4096  # rows scored per merge in probe_scan: codes stay in cache for the queries of one task
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def bytes_read(kind_tok, qw, row_bytes):
     """How many leading bytes of a ``row_bytes`` code row ``score_row`` reads: the primary level of
     LVQ rows (their residual is for re-scoring), the whole row for every other kind. Traversals
@@ -132,7 +132,7 @@ def _score_row_typed(kind_tok, qf, qw, code):
     return _scorer(len(kind_tok))  # kind_tok is a numba tuple type here: its length is the kind
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def _scan_queries(q0, q1, kind_tok, qf, qw, codes, row0, allowed, heap_s, heap_r):
     """probe_scan for queries q0..q1-1: rows in chunks of ROW_CHUNK, each chunk scored then merged per query."""
     n = codes.shape[0]
@@ -153,7 +153,7 @@ def _scan_queries(q0, q1, kind_tok, qf, qw, codes, row0, allowed, heap_s, heap_r
             merge_row(scores, row0 + c0, chunk_allowed, heap_s[i], heap_r[i], bs, bj, br, 0.0, -1.0, no_ids)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _scan_parallel(kind_tok, qf, qw, codes, row0, allowed, heap_s, heap_r):
     m = qf.shape[0]
     for task in prange((m + QUERY_CHUNK - 1) // QUERY_CHUNK):
@@ -178,7 +178,7 @@ def probe_scan(kind, qf, qw, codes, row0, allowed, heap_s, heap_r):
         _scan_parallel(tok, qf, qw, codes, row0, allowed, heap_s, heap_r)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def _rescore_rows(i0, i1, kind_tok, qf, qw, codes, out):
     """probe_rescore for queries i0..i1-1, into out float32 (m, r)."""
     for i in range(i0, i1):
@@ -186,7 +186,7 @@ def _rescore_rows(i0, i1, kind_tok, qf, qw, codes, out):
             out[i, t] = score_row(kind_tok, qf[i], qw[i], codes[i, t])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _rescore_parallel(kind_tok, qf, qw, codes, out):
     m = codes.shape[0]
     for task in prange((m + QUERY_CHUNK - 1) // QUERY_CHUNK):
@@ -208,7 +208,7 @@ def probe_rescore(kind, qf, qw, codes):
     return out
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def _refine_query(kind_tok, qf, qw, codes, rows, out_s, out_r):
     """refine_rows for one query: candidate rows (r,) into its best len(out_s), best first."""
     scores = np.full(rows.shape[0], -np.inf, dtype=np.float32)
@@ -223,7 +223,7 @@ def _refine_query(kind_tok, qf, qw, codes, rows, out_s, out_r):
         out_r[t] = rows[order[t]]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _refine_queries(kind_tok, qf, qw, codes, rows, out_s, out_r):
     for i in range(rows.shape[0]):
         _refine_query(kind_tok, qf[i], qw[i], codes, rows[i], out_s[i], out_r[i])

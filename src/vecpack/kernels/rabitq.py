@@ -41,13 +41,13 @@ QF_LO, QF_DELTA, QF_USUM, QF_G, QF_PLANES, QF_GERR = range(6)  # per-query param
 FACTOR_WORDS = (2, 3)  # uint64 words of factors in a 1-bit / an extended code row
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def factor_words(n_bits):
     """uint64 words of factors after the bit planes of a code with n_bits planes (FACTOR_WORDS)."""
     return FACTOR_WORDS[0] if n_bits == 1 else FACTOR_WORDS[1]
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def _cosine(a, e, d):
     """<e + 1/2, a> and ||e + 1/2||^2 (float64) over the first d entries (a float32, e int64)."""
     num = 0.0
@@ -59,7 +59,7 @@ def _cosine(a, e, d):
     return num, den
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def _grid_cosine(t, a, top):
     """cos(a, y) for y_j = min(floor(t a_j), top) + 1/2, in float32 (a float32 >= 0, t > 0): the coarse grid."""
     t = np.float32(t)
@@ -73,14 +73,14 @@ def _grid_cosine(t, a, top):
     return num / np.sqrt(den)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def _levels_at(t, a, top, e):
     """e_j = min(floor(t a_j), top) for every j."""
     for j in range(a.shape[0]):
         e[j] = min(np.int64(np.floor(t * a[j])), top)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _sorted_order(ts, n, t_lo, t_up):
     """Positions int64 (n,) that sort ts[:n] (values in [t_lo, t_up], spread fairly evenly) ascending.
 
@@ -111,7 +111,7 @@ def _sorted_order(ts, n, t_lo, t_up):
     return order
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def best_rescale(a, top, e, ts, js):
     """Levels e int64 (D,) in 0..top of the grid point closest in angle to a float32 (D,) >= 0.
 
@@ -166,7 +166,7 @@ def best_rescale(a, top, e, ts, js):
     return best
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _encode_rows(i0, i1, o, norms, f_add, scale_k, n_bits, words, floats):
     """encode for rows i0..i1-1 (one parallel task with its own scratch)."""
     d = o.shape[1]
@@ -221,7 +221,7 @@ def _encode_rows(i0, i1, o, norms, f_add, scale_k, n_bits, words, floats):
         floats[i, fbase + SLOT_ERROR_EX] = scale_k * norm * EPS0 * np.sqrt(1.0 - cos_b * cos_b) / (cos_b * sq_d1)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def rabitq_encode(o, norms, f_add, scale_k, n_bits, words, floats):
     """Write RaBitQ codes of rotated unit residuals into ``words`` (in place).
 
@@ -236,7 +236,7 @@ def rabitq_encode(o, norms, f_add, scale_k, n_bits, words, floats):
         _encode_rows(i0, min(n, i0 + ROW_TASK), o, norms, f_add, scale_k, n_bits, words, floats)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def rabitq_decode(words, floats, n_bits):
     """Code-space reconstructions float32 (n, D): S * (x - (2^B - 1) / 2) per row."""
     n = words.shape[0]
@@ -256,7 +256,7 @@ def rabitq_decode(words, floats, n_bits):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _query_rows(q0, q1, qr, c_rot, c_sq, l2, n_planes, planes, qf, bits_token):
     """prepare_queries for rows q0..q1-1."""
     d = qr.shape[1]
@@ -297,7 +297,7 @@ def _query_rows(q0, q1, qr, c_rot, c_sq, l2, n_planes, planes, qf, bits_token):
         qf[i, QF_GERR] = np.sqrt(sq)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def prepare_queries(qr, c_rot, c_sq, l2, n_planes, bits_token):
     """Bit planes and scalars of rotated query residuals qr = P^T (q - c) float32 (m, D).
 
@@ -320,13 +320,13 @@ def prepare_queries(qr, c_rot, c_sq, l2, n_planes, bits_token):
     return planes, qf
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _factor_base(kind_tok, row_token):
     """Float index of F_add within a code row: a compile-time constant."""
     return 2 * (len(row_token) - factor_words(2 if len(kind_tok) == RABITQ_EX else 1))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _load_chunk(words, floats, b, codes_t, ax, fa, fr, fe, kind_tok, words_token, row_token):
     """Sign words of b code rows into word-major codes_t uint64 (W, >= b); per row ax = 2 popcount - D
     and the factors F_add, F_rescale, and for extended codes F_error (float32 each).
@@ -349,7 +349,7 @@ def _load_chunk(words, floats, b, codes_t, ax, fa, fr, fe, kind_tok, words_token
     _popcounts(codes_t, b, ax, words_token)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def _popcounts(codes_t, b, ax, words_token):
     """ax[:b] = 2 popcount - D (float32) of the word-major codes codes_t uint64 (W, >= b): a vectorised pass."""
     prefer_512_bit_vectors()
@@ -361,7 +361,7 @@ def _popcounts(codes_t, b, ax, words_token):
         ax[r] = np.float32(2 * c - 64 * n_words)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def score_chunk(codes_t, b, plane, qf, ax, fa, fr, out, words_token, bits_token):
     """1-bit estimates float32 out[:b] of one query against b word-major sign codes codes_t uint64 (W, >= b).
 
@@ -389,7 +389,7 @@ def score_chunk(codes_t, b, plane, qf, ax, fa, fr, out, words_token, bits_token)
     return s1, s2
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def score_direct(words, floats, b, plane, qf, out, kind_tok, words_token, bits_token, row_token):
     """score_chunk reading b code rows in place (one query: no transposition).
 
@@ -425,7 +425,7 @@ def score_direct(words, floats, b, plane, qf, out, kind_tok, words_token, bits_t
     return s1, s2
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _select(values, allowed, thr, out_s, out_j):
     """Positions int32 out_j[:n] (and values out_s) of the allowed values float32 (b,) > thr; returns n.
 
@@ -444,14 +444,14 @@ def _select(values, allowed, thr, out_s, out_j):
     return n
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def _upper(est, fe, gerr, upper):
     """upper = est + fe * gerr (float32 (b,) each): the 1-bit estimates' upper bounds."""
     for r in range(est.shape[0]):
         upper[r] = est[r] + fe[r] * gerr
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _refine(est, s1, s2, fe, allowed, words, c0, row0, qf, qf_full, qw_full, kind_tok, hs, hr, scratch):
     """Second stage of an extended scan, one query and one chunk of b rows: full estimates where needed.
 
@@ -489,7 +489,7 @@ def _refine(est, s1, s2, fe, allowed, words, c0, row0, qf, qf_full, qw_full, kin
         merge_row(full_s[:n_full], 0, ones[:n_full], hs, hr, bs, bj, br, 0.0, -1.0, full_r[:n_full])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _scan_task(
     task, direct, words, flat, flat_f, c0, b, codes_t, ax, fa, fr, fe, row0, allowed,
     planes, qf, qw_full, qf_full, kind_tok, heap_s, heap_r, words_token, bits_token, row_token,
@@ -523,7 +523,7 @@ def _scan_task(
             merge_row(est, row0, allowed, heap_s[i], heap_r[i], bs, bj, br, mu, sd, no_ids)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def rabitq_scan(
     words, floats, row0, allowed, planes, qf, qw_full, qf_full, kind_tok, heap_s, heap_r,
     words_token, bits_token, row_token,
@@ -573,7 +573,7 @@ def rabitq_scan(
             )  # fmt: skip
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def score_rows(kind_tok, qf, qw, words):
     """Scores float32 (m, n) of every query (qf (m, F), qw (m, Q)) against every code row words (n, L)."""
     m = qf.shape[0]
@@ -585,7 +585,7 @@ def score_rows(kind_tok, qf, qw, words):
     return out
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def score_rabitq_row(kind_tok, qf, qw, code):
     """Probe kinds RABITQ / RABITQ_EX (``len(kind_tok)``): the unbiased estimate of one 1-bit or extended row."""
     extended = len(kind_tok) == RABITQ_EX  # a compile-time constant

@@ -29,7 +29,7 @@ ROW_CHUNK = 8192  # rows per chunk: level-major codes 8192 * B * W * 8 bytes (1.
 ROW_PAD = 8
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, nogil=True, parallel=True, fastmath=True)
 def binarize_level(r, scale, bits):
     """One level of residual binarization, in place: bits[n, j] = r[n, j] > 0, then r -= scale * (2 bits - 1).
 
@@ -42,7 +42,7 @@ def binarize_level(r, scale, bits):
             r[row, j] -= scale[j] if b else -scale[j]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _transpose_codes(codes, c0, c1, codes_t, pcs, words_token, levels_token):
     """Rows c0..c1-1 of codes uint64 (n, B W) into level-major codes_t uint64 (B W, >= c1-c0).
 
@@ -60,7 +60,7 @@ def _transpose_codes(codes, c0, c1, codes_t, pcs, words_token, levels_token):
             pcs[i, r] = c
 
 
-@njit(cache=True, fastmath={"reassoc", "contract"})
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def _add_level(codes_t, i, pc, b, plane, qa, qb, out, words_token, bits_token):
     """out[:b] += qa * pc + qb * sum_p 2^p popcount(x_i & plane[:, p]) for the rows' level i; pc their popcounts."""
     prefer_512_bit_vectors()
@@ -75,7 +75,7 @@ def _add_level(codes_t, i, pc, b, plane, qa, qb, out, words_token, bits_token):
         out[r] += qa * pc[r] + qb * np.float32(acc)
 
 
-@njit(cache=True, fastmath={"reassoc", "contract"})
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def _add_pair(codes_t, i, k, b, plane, qa, qb, out, words_token, bits_token):
     """out[:b] += qa * popcount(v) + qb * sum_p 2^p popcount(v & plane[:, p]) with v = x_i ^ x_k (nbits may be 0)."""
     prefer_512_bit_vectors()
@@ -93,7 +93,7 @@ def _add_pair(codes_t, i, k, b, plane, qa, qb, out, words_token, bits_token):
         out[r] += qa * np.float32(ones) + qb * np.float32(acc)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pair_base(codes_t, b, planes, qa, qb, base, words_token, levels_token, bits_token):
     """base[:b] = the pair terms of every row (query-independent): planes uint64 (pairs, W, nbits), qa, qb (pairs,)."""
     base[:b] = 0.0
@@ -107,7 +107,7 @@ def _pair_base(codes_t, b, planes, qa, qb, base, words_token, levels_token, bits
             t += 1
 
 
-@njit(cache=True, fastmath={"reassoc", "contract"})
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def _add_sym_level(codes_t, k, qbits, weights, b, out, words_token, levels_token):
     """out[:b] += sum_i weights[i] * popcount(q_i ^ x_k) for the rows' level k; qbits uint64 (B W,)."""
     prefer_512_bit_vectors()
@@ -122,7 +122,7 @@ def _add_sym_level(codes_t, k, qbits, weights, b, out, words_token, levels_token
         out[r] += s
 
 
-@njit(cache=True, fastmath={"reassoc", "contract"})
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def _moments(out, b):
     """Sum and sum of squares of out[:b]."""
     s1 = np.float32(0.0)
@@ -133,7 +133,7 @@ def _moments(out, b):
     return s1, s2
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def asym_chunk(codes_t, pcs, base, b, planes, qa, qb, qc, out, words_token, bits_token):
     """Asymmetric scores float32 out[:b] of one query against b level-major rows; returns (sum, sum of squares).
 
@@ -146,7 +146,7 @@ def asym_chunk(codes_t, pcs, base, b, planes, qa, qb, qc, out, words_token, bits
     return _moments(out, b)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sym_chunk(codes_t, base, b, qbits, amat, qc, out, words_token, levels_token):
     """Symmetric scores float32 out[:b] of one query code qbits uint64 (B W,); returns (sum, sum of squares).
 
@@ -158,14 +158,14 @@ def sym_chunk(codes_t, base, b, qbits, amat, qc, out, words_token, levels_token)
     return _moments(out, b)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _merge(scores, b, s1, s2, row0, allowed, hs, hr, bs, bj, br, no_ids):
     mu = s1 / b
     sd = np.sqrt(max(s2 / b - mu * mu, 0.0))
     merge_row(scores, row0, allowed, hs, hr, bs, bj, br, mu, sd, no_ids)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _scratch(b, k):
     """Per-task buffers: one query's scores float32 (b,) and merge_row's candidate buffers for heaps of size k."""
     cap = buffer_size(k)
@@ -177,7 +177,7 @@ def _scratch(b, k):
     )
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _asym_task(task, chunk, planes, qa, qb, qc, heap_s, heap_r, words_token, bits_token):
     """Score the queries of one task (QUERY_CHUNK of them) against a chunk of rows; merge into their heaps.
 
@@ -191,7 +191,7 @@ def _asym_task(task, chunk, planes, qa, qb, qc, heap_s, heap_r, words_token, bit
         _merge(scores, b, s1, s2, row0, allowed, heap_s[i], heap_r[i], bs, bj, br, no_ids)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _sym_task(task, chunk, qbits, amat, qc, heap_s, heap_r, words_token, levels_token):
     """Symmetric counterpart of ``_asym_task``."""
     codes_t, _, base, b, row0, allowed = chunk
@@ -202,7 +202,7 @@ def _sym_task(task, chunk, qbits, amat, qc, heap_s, heap_r, words_token, levels_
         _merge(scores, b, s1, s2, row0, allowed, heap_s[i], heap_r[i], bs, bj, br, no_ids)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def asym_scan(
     codes, row0, allowed, planes, qa, qb, qc, pair_planes, pair_qa, pair_qb, heap_s, heap_r,
     words_token, levels_token, bits_token,
@@ -236,7 +236,7 @@ def asym_scan(
             _asym_task(task, chunk, planes, qa, qb, qc, heap_s, heap_r, words_token, bits_token)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def sym_scan(codes, row0, allowed, qbits, amat, pw, qc, heap_s, heap_r, words_token, levels_token):
     """Symmetric scores of code rows against query codes, merged into the queries' top-k heaps.
 
@@ -268,7 +268,7 @@ def sym_scan(codes, row0, allowed, qbits, amat, pw, qc, heap_s, heap_r, words_to
             _sym_task(task, chunk, qbits, amat, qc, heap_s, heap_r, words_token, levels_token)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def score_rbin_row(qf, qw, code):
     """Probe kind RBIN: the B levels of a residual-binarization row against the query's bit planes."""
     n_lev = np.int64(qw[0])

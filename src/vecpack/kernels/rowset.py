@@ -27,7 +27,7 @@ def ascending(rows: np.ndarray, n_rows: int, allowed: np.ndarray | None = None) 
     return bitmap_sort(rows, n_rows, np.ones(0, np.uint8) if allowed is None else allowed)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def bitmap_sort(rows, n_rows, allowed):
     """``rows`` in [0, n_rows), ascending and without repeats, keeping only rows r with allowed[r] != 0 unless
     ``allowed`` is empty: one bit per row set, then the set bits read in order. ValueError for a row outside
@@ -52,7 +52,7 @@ def bitmap_sort(rows, n_rows, allowed):
     return out[:j]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def count_live(rows, live):
     """How many of ``rows`` have live[row] != 0 (no copy: a tenant's 134k rows of 1M in ~0.05 ms, not 0.19)."""
     n = 0

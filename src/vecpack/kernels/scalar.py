@@ -10,7 +10,7 @@ from numba.extending import overload
 from vecpack.kernels.simd import _i32_as_f32
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, nogil=True, parallel=True, fastmath=True)
 def u8_encode(x, lo, inv_step):
     """Codes uint8 (n, d) = clamp(round((x - lo) * inv_step), 0, 255); x float32 (n, d)."""
     n, d = x.shape
@@ -26,7 +26,7 @@ def u8_encode(x, lo, inv_step):
     return out
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, nogil=True, parallel=True, fastmath=True)
 def u8_decode(codes, lo, step):
     """Float32 (n, d) reconstruction lo + step * codes of uint8 codes (n, d)."""
     n, d = codes.shape
@@ -66,7 +66,7 @@ def _as_f32_impl(x):
     return lambda x: np.float32(x)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def score_affine_ip_row(qf, code):
     """Probe kind AFFINE_IP: <q, x> of the row x = lo + step * code."""
     d = code.shape[0]
@@ -76,7 +76,7 @@ def score_affine_ip_row(qf, code):
     return acc
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def score_affine_l2_row(qf, code):
     """Probe kind AFFINE_L2: -||q - x||^2 of the row x = lo + step * code."""
     d = code.shape[0]

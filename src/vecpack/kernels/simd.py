@@ -26,7 +26,7 @@ def _ctpop64(typingctx, x):
     return types.int64(types.uint64), codegen
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def popcount64(x):
     """Number of set bits of a uint64, as int64."""
     return _ctpop64(x)
@@ -56,14 +56,14 @@ def _i32_as_f32(typingctx, x):
     return types.float32(types.int32), codegen
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def order_key(x):
     """int32 key of a float32 that orders like the float (-inf < ... < -0 < +0 < ... < inf)."""
     b = _f32_as_i32(x)
     return np.int32(b ^ ((b >> 31) & 0x7FFFFFFF))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def key_score(key):
     """The float32 whose order_key is ``key`` (an integer in int32 range)."""
     k32 = np.int32(key)
@@ -210,7 +210,7 @@ def _prefetch_line(typingctx, arr, row, offset):
     return types.none(arr, types.int64, types.int64), codegen
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def prefetch_row(arr, row, n_bytes):
     """Start loading the first ``n_bytes`` of row ``row`` of a 2-D C-contiguous array into cache
     (a hint; no effect on results)."""

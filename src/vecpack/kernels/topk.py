@@ -46,13 +46,13 @@ def new_heaps(m: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.full((m, k), -np.inf, dtype=np.float32), np.full((m, k), -1, dtype=np.int64)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def buffer_size(k):
     """Length of the candidate buffers for heaps of size k (room for 3k + 64 candidates, plus LANES slack)."""
     return 3 * k + 64 + LANES
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _sift_down(hs, hr, i, size, score, row):
     """Put (score, row) at slot i of the min-heap hs[:size] (float32) / hr (int64) and sift it down.
 
@@ -74,13 +74,13 @@ def _sift_down(hs, hr, i, size, score, row):
     hr[i] = row
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def heap_replace_top(hs, hr, score, row):
     """Replace the worst entry of one heap (hs float32 (k,), hr int64 (k,)) and sift down."""
     _sift_down(hs, hr, 0, hs.shape[0], score, row)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _heapify(hs, hr):
     """Turn hs float32 (k,) / hr int64 (k,) into a min-heap in place."""
     k = hs.shape[0]
@@ -88,7 +88,7 @@ def _heapify(hs, hr):
         _sift_down(hs, hr, i, k, hs[i], hr[i])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def count_above(scores, allowed, x):
     """Number of j with scores[j] > x (float32) and allowed[j] != 0; scores float32 (b,), allowed uint8 (b,)."""
     b = scores.shape[0]
@@ -102,7 +102,7 @@ def count_above(scores, allowed, x):
     return c
 
 
-@njit(cache=True, fastmath={"reassoc"})
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
 def mean_sd(scores):
     """Mean and standard deviation (float32) of scores float32 (b,), b > 0."""
     s1 = np.float32(0.0)
@@ -116,14 +116,14 @@ def mean_sd(scores):
     return mu, np.float32(np.sqrt(var)) if var > 0 else np.float32(0.0)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _normal_upper_quantile(p):
     """z with P(Z > z) ~ p for a standard normal Z, 0 < p <= 0.5 (Abramowitz & Stegun 26.2.23)."""
     t = np.sqrt(-2.0 * np.log(p))
     return t - (2.515517 + 0.802853 * t + 0.010328 * t * t) / (1.0 + 1.432788 * t + 0.189269 * t * t + 0.001308 * t**3)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def block_threshold(scores, allowed, k, room, mu, sd):
     """A threshold for one query's scores float32 (b,) / allowed uint8 (b,): -inf, or a value that
     at least k allowed scores exceed (so the block's k best all exceed it), ideally at most ``room``.
@@ -164,7 +164,7 @@ def block_threshold(scores, allowed, k, room, mu, sd):
     return lo
 
 
-@njit(cache=True, fastmath={"reassoc"})
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
 def _count_at_least(hs, bs, n, x):
     """Number of scores >= x (float32) among hs float32 (k,) and bs[:n]."""
     c = np.float32(0.0)  # a float sum vectorises 8 lanes wide; exact below 2**24
@@ -175,7 +175,7 @@ def _count_at_least(hs, bs, n, x):
     return np.int64(c)
 
 
-@njit(cache=True, fastmath={"reassoc"})
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
 def _count_greater(hs, bs, n, x):
     """Number of scores > x (float32) among hs float32 (k,) and bs[:n]."""
     c = np.float32(0.0)
@@ -186,7 +186,7 @@ def _count_greater(hs, bs, n, x):
     return np.int64(c)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _least_key_from(hs, bs, n, key):
     """Smallest order key >= key (int64) among the scores hs float32 (k,) and bs[:n] (one must exist)."""
     best = np.int64(2**31)
@@ -199,7 +199,7 @@ def _least_key_from(hs, bs, n, key):
     return best
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _greatest_key_below(hs, bs, n, key):
     """Largest order key < key (int64) among the scores hs float32 (k,) and bs[:n] (one must exist)."""
     best = np.int64(-(2**31) - 1)
@@ -212,7 +212,7 @@ def _greatest_key_below(hs, bs, n, key):
     return best
 
 
-@njit(cache=True, fastmath={"reassoc"})
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
 def _rank_sort_ascending(hs, hr, s_tmp, r_tmp):
     """Sort hs float32 (k,) / hr int64 (k,) ascending by counting each entry's rank (no branches).
 
@@ -234,7 +234,7 @@ def _rank_sort_ascending(hs, hr, s_tmp, r_tmp):
         hr[j] = r_tmp[j]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _radix_sort_descending(hs, hr, keys, keys2, rows2, counts):
     """Sort hs float32 (k,) / hr int64 (k,) best first: LSD radix sort on the order keys, 8 bits a pass.
 
@@ -268,7 +268,7 @@ def _radix_sort_descending(hs, hr, keys, keys2, rows2, counts):
         hr[j] = src_r[j]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def reduce_into_heap(hs, hr, bs, bj, br, n, row0, row_ids):
     """Keep the best k of the heap hs float32 / hr int64 (k,) and the n candidates bs float32 / bj int32.
 
@@ -348,7 +348,7 @@ def reduce_into_heap(hs, hr, bs, bj, br, n, row0, row_ids):
     return hs[0]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def merge_row(scores, row0, allowed, hs, hr, bs, bj, br, mu, sd, row_ids):
     """Merge one query's scores float32 (b,) into its heap hs float32 / hr int64 (k,).
 
@@ -379,7 +379,7 @@ def merge_row(scores, row0, allowed, hs, hr, bs, bj, br, mu, sd, row_ids):
         reduce_into_heap(hs, hr, bs, bj, br, n, row0, row_ids)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _merge_scores_rows(q0, q1, scores, row0, allowed, heap_s, heap_r):
     """merge_scores for queries q0..q1-1 (one parallel task, with its own scratch buffers)."""
     cap = buffer_size(heap_s.shape[1])
@@ -413,14 +413,14 @@ def merge_scores(scores, row0, allowed, heap_s, heap_r):
         _merge_scores_parallel(scores, row0, allowed, heap_s, heap_r)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _merge_scores_parallel(scores, row0, allowed, heap_s, heap_r):
     m = scores.shape[0]
     for task in prange((m + QUERY_CHUNK - 1) // QUERY_CHUNK):
         _merge_scores_rows(task * QUERY_CHUNK, min(m, (task + 1) * QUERY_CHUNK), scores, row0, allowed, heap_s, heap_r)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _merge_candidate_rows(q0, q1, cand_s, cand_r, heap_s, heap_r):
     """merge_candidates for queries q0..q1-1 (one parallel task, with its own scratch buffers)."""
     c = cand_s.shape[1]
@@ -450,14 +450,14 @@ def merge_candidates(cand_s, cand_r, heap_s, heap_r):
         _merge_candidates_parallel(cand_s, cand_r, heap_s, heap_r)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _merge_candidates_parallel(cand_s, cand_r, heap_s, heap_r):
     m = cand_s.shape[0]
     for task in prange((m + QUERY_CHUNK - 1) // QUERY_CHUNK):
         _merge_candidate_rows(task * QUERY_CHUNK, min(m, (task + 1) * QUERY_CHUNK), cand_s, cand_r, heap_s, heap_r)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _sort_heap_rows(q0, q1, heap_s, heap_r):
     """sort_heaps for rows q0..q1-1."""
     k = heap_s.shape[1]
@@ -500,7 +500,7 @@ def sort_heaps(heap_s, heap_r):
         _sort_heaps_parallel(heap_s, heap_r)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _sort_heaps_parallel(heap_s, heap_r):
     m = heap_s.shape[0]
     for task in prange((m + QUERY_CHUNK - 1) // QUERY_CHUNK):

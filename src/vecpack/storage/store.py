@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,6 +58,8 @@ class Store:
         # maintenance after a commit (sealing) that failed: it is not the write's failure (stats() shows it)
         self.maintenance_error: str | None = None
         self.maintenance_failures = 0
+        #: when this handle last committed (``time.monotonic``): background maintenance waits for a pause
+        self.last_write = time.monotonic()
         try:
             self.settings = Manifest.read(self._reader)  # the settings, fixed at creation
             self.name = self.settings.name
@@ -197,6 +200,7 @@ class Store:
                 self._writer = None
             if committed is not None:
                 self._apply(committed, self.pending)
+                self.last_write = time.monotonic()
 
     def _committing(self) -> Committed:
         """Inside a write transaction, just before COMMIT: count the commit, and read what it leaves."""
@@ -250,7 +254,8 @@ class Store:
                            "(vecpack.connect(path).get_collection(name))")
 
     def close(self) -> None:
-        with self.write_lock, self.lock:
+        """Close the files, after an optimize in progress (a background one too) ends."""
+        with self.optimize_lock, self.write_lock, self.lock:
             if self.closed:
                 return
             self.closed = True
