@@ -104,8 +104,9 @@ def make_rows(n: int, queries: int, seed: int) -> tuple[np.ndarray, np.ndarray, 
 
 def run_tree(tree: Path, folder: Path, rows: int, dim: int, queries: int) -> dict[str, Any]:
     """QPS per case (and the build's seconds, if this call built the collections) of one tree's child."""
+    # no background kernel warm-up or maintenance in the tree under test: only the workload's own calls run
     env = dict(os.environ, PYTHONPATH=str(tree / "src"), NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1",
-               OPENBLAS_NUM_THREADS="1")
+               OPENBLAS_NUM_THREADS="1", VECPACK_WARMUP="0", VECPACK_MAINTENANCE="0")
     done = subprocess.run([sys.executable, "-c", CHILD, str(rows), str(dim), str(queries), str(folder)],
                           env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
