@@ -213,9 +213,8 @@ class Collection:
             default (0 for float32, float16 and int8; max(10k, 100) for binary and PQ); 0 = off.
         ef : graph index only: beam width (default max(64, k, rerank)); larger = better recall, slower.
         nprobe : IVF index only: lists scanned per query (default 3 sqrt(nlist), at least 8).
-        plan : run this plan instead of the planner's choice, to check recall or compare plans: "exact" or
-            "scan" (no index: the matching rows' codes, or every code skipping the others), "filtered" or
-            "postfilter" (the index, with a filter or tenant), "clusters" (a tenant's shared clusters).
+        plan : run this plan, not the planner's choice (to check recall, compare plans): "exact" / "scan"
+            (no index), "filtered" / "postfilter" (the index, with a filter or tenant), "clusters" (a tenant).
 
         Returns
         -------
@@ -332,20 +331,17 @@ class Collection:
     def stats(self) -> dict[str, Any]:
         """Counts and sizes.
 
-        ``memory_bytes`` is what search keeps resident: the index, codes of the sealed
-        rows it does not hold (an IVF index holds its rows' codes; a graph reads the
-        collection's; without an index, a codec's scan layout of them, plus the rows
-        themselves once a filtered search read them), float32 rows of the growing segment,
-        the live mask, codec parameters, field index columns and tenant row lists, shared clusters and postings
-        (``field_index_bytes``, ``tenant_bytes``). ``disk_bytes`` is the disk space the folder's
-        files take (allocated blocks). ``maintenance_error`` is the last failure of sealing after a
-        committed write or of background maintenance (None once one succeeds), ``maintenance_failures`` how many
-        there were; ``maintenance_due``: ``optimize()`` has work (rows to compress or index, deleted rows to
-        compact), which background maintenance does a second after the last write.
+        ``memory_bytes`` is what search keeps resident: the index, codes of the sealed rows it does not hold
+        (an IVF index holds its rows' codes; a graph reads the collection's; without an index, a codec's scan
+        layout of them, plus the rows once a filtered search read them), float32 rows of the growing segment,
+        the live mask, codec parameters, field index columns, tenant row lists, shared clusters and postings
+        (``field_index_bytes``, ``tenant_bytes``). ``disk_bytes``: the folder's allocated blocks.
         ``growing_rows``: rows not yet compressed (float32, scanned exactly); ``unindexed_rows``: rows an index
-        collection scans flat because its index does not cover them yet (0 for a flat collection); ``optimize()``
-        brings both to 0. ``scan_layout_rows``: rows the codec's scan layout covers (0 without one);
-        ``clustered_rows``: rows the shared clustering of a multi-tenant index covers (0 without one).
+        collection scans flat until its index covers them (0 for a flat collection); ``maintenance_due``:
+        ``optimize()`` has such work (or deleted rows to compact), which background maintenance does a second
+        after the last write; ``maintenance_error`` / ``_failures``: the last failure of sealing after a write or
+        of background maintenance (None once one succeeds), and how many. ``scan_layout_rows`` /
+        ``clustered_rows``: rows the codec's scan layout / a multi-tenant index's shared clustering covers.
         """
         store = self._store
         with store.reading():
