@@ -51,6 +51,7 @@ class Collection:
         self.path = Path(path)
         self.memory_map = memory_map
         self._store = Store(self.path, memory_map=memory_map)
+        self._maintained = maintainer is not None
         if maintainer is not None:
             maintainer.watch(self._store)
         settings = self._store.settings
@@ -164,15 +165,15 @@ class Collection:
 
         Parameters
         ----------
-        compact : True = always compact, False = never, None (default) = when at least
-            10% of the rows are deleted (``maintenance.COMPACT_FRACTION``). Compaction rewrites
-            the vector log, codes and index without deleted rows, reclaiming disk and memory,
-            and repairs the graph; writes wait while it runs.
+        compact : True = always compact, False = never, None (default) = when at least 10% of the rows are
+            deleted (``maintenance.COMPACT_FRACTION``). Compaction rewrites the vector log, codes and index
+            without deleted rows, reclaiming disk and memory, and repairs the graph; writes wait while it runs.
 
-        Searches keep using the previous index while a new one is built; the switch is one
-        catalog commit. A crash at any point leaves the previous state serving.
+        Searches keep using the previous index while a new one is built; the switch is one catalog commit. A
+        crash at any point leaves the previous state serving. Right after an install, background maintenance
+        builds the index once its kernels compiled (``background.index_now``; searches scan exactly meanwhile).
         """
-        maintenance.optimize(self._store, compact)
+        maintenance.optimize(self._store, compact, index=not self._maintained or background.index_now(self._store))
 
     def tuning_report(self) -> dict[str, Any] | None:
         """How ``codec="auto"`` (or ``retune()``) chose the codec: every candidate measured, the choice and

@@ -12,6 +12,7 @@ import pytest
 
 import vecpack
 from vecpack.collection import Collection
+from vecpack.kernels import warm
 from vecpack.storage import background
 from vecpack.storage.background import Maintainer
 from vecpack.storage.segments import Segments
@@ -137,3 +138,28 @@ def test_connect_runs_it_unless_turned_off(tmp_path):
     with vecpack.connect(tmp_path, maintenance=True) as db:
         col = db.get_collection("c")
         assert wait_for(lambda: col.stats()["unindexed_rows"] == 0)
+
+
+def test_an_index_waits_for_its_kernels_while_they_compile(tmp_path, fast, monkeypatch):
+    """Right after an install (the graph group not compiled yet), optimize() compresses the rows but leaves
+    the index to background maintenance, searches scan exactly meanwhile; once the kernels are ready the
+    index is built without another optimize() call. Without background maintenance optimize() builds it."""
+    compiling = {"graph"}
+    monkeypatch.setattr(warm, "ready", lambda group: group not in compiling)
+    col = open_collection(tmp_path, fast, codec="int8", index="graph")
+    x = rows(1_500)
+    col.add(list(range(1_500)), x)
+    col.optimize()
+    s = col.stats()
+    assert (s["growing_rows"], s["indexed_rows"], s["unindexed_rows"]) == (0, 0, 1_500)
+    assert not s["maintenance_due"]  # nothing background maintenance may do yet
+    assert col.search(x[3], 1)[0].id == "3" and col.explain()["unindexed_rows"] == 1_500
+    compiling.clear()  # the warm-up reported the graph group
+    assert wait_for(lambda: col.stats()["indexed_rows"] == 1_500)
+    col.close()
+    compiling.add("graph")
+    plain = open_collection(tmp_path / "plain", None, codec="int8", index="graph")
+    plain.add(list(range(1_500)), x)
+    plain.optimize()
+    assert plain.stats()["indexed_rows"] == 1_500
+    plain.close()

@@ -17,6 +17,7 @@ import weakref
 
 import numba
 
+from vecpack.kernels import warm
 from vecpack.storage.maintenance import COMPACT_FRACTION, optimize
 from vecpack.storage.segments import MIN_INDEX_ROWS
 from vecpack.storage.store import Store
@@ -36,14 +37,22 @@ RETRY_S = 30.0
 
 def due(store: Store) -> bool:
     """Whether ``optimize`` would change something: growing rows to seal (once the codec is fitted, or enough
-    rows to fit it), rows an index does not cover yet, or COMPACT_FRACTION of the rows deleted."""
+    rows to fit it), rows an index does not cover yet (once ``index_now``), or COMPACT_FRACTION of the rows
+    deleted."""
     seg = store.segments
     growing, deleted = seg.n_rows - seg.sealed, seg.n_rows - seg.n_live
     if growing and (seg.codec.trained or growing >= MIN_FIT_ROWS):
         return True
-    if seg.unindexed_rows and seg.sealed >= MIN_INDEX_ROWS:
+    if seg.unindexed_rows and seg.sealed >= MIN_INDEX_ROWS and index_now(store):
         return True
     return deleted > 0 and deleted >= COMPACT_FRACTION * seg.n_rows
+
+
+def index_now(store: Store) -> bool:
+    """Whether to build the index now: its kernels are compiled (``kernels.warm``), or the collection is too
+    large to be scanned flat meanwhile (more than ``warm.FLAT_ROWS`` rows). Else background maintenance
+    builds it once the kernels are ready, and searches scan the rows exactly until then."""
+    return warm.ready(str(store.segments.index_kind)) or store.segments.n_rows > warm.FLAT_ROWS
 
 
 class Maintainer:
@@ -80,7 +89,7 @@ class Maintainer:
             with store.reading():  # fresh: another process may have done the work
                 if not due(store):
                     return
-            optimize(store, None)
+            optimize(store, None, index=index_now(store))
         except Exception as exc:  # reported where it cannot be missed, as a failed seal after a write is
             if store.closed:
                 return

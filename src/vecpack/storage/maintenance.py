@@ -39,9 +39,9 @@ DRIFT_LOSS = 0.05
 DRIFT_CHECK_SHARE = 0.1
 
 
-def optimize(store: Store, compact: bool | None) -> None:
+def optimize(store: Store, compact: bool | None, *, index: bool = True) -> None:
     """Seal, refit a drifted codec, compact (``compact``: True = always, False = never, None = when at least
-    COMPACT_FRACTION of the rows are deleted), then bring the index up to date."""
+    COMPACT_FRACTION of the rows are deleted), then bring the index up to date (unless ``index`` is False)."""
     with store.optimize_lock, store.exclusive("optimize.lock"), storage_errors(store.path):
         with store.write_lock:
             remove_stale_files(store)
@@ -55,7 +55,8 @@ def optimize(store: Store, compact: bool | None) -> None:
                     store.segments.compact(store.db, store.pending)
                 remove_stale_files(store)
                 store.checkpoint()
-        _update_index(store)
+        if index:
+            _update_index(store)
 
 
 def seal(store: Store) -> None:
