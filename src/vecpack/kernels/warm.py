@@ -84,7 +84,7 @@ def start() -> None:
             return
         try:
             st.stamp.parent.mkdir(parents=True, exist_ok=True)
-            env = os.environ | {"VECPACK_WARMUP": "0"}
+            env = os.environ | {"VECPACK_WARMUP": "0", "VECPACK_MAINTENANCE": "0"}  # the workloads, nothing else
             child = subprocess.Popen([sys.executable, "-m", "vecpack.kernels.warm", str(st.stamp)], env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                      start_new_session=True)  # it finishes the cache even if we exit
