@@ -87,3 +87,9 @@ def test_an_indexed_field_gives_the_same_hints(col):
     col.create_field_index("year")
     assert "holds numbers" in col.explain(where={"year": "2020"})["hint"]
     assert hints_of(lambda: col.count(where={"year": 1990})) == []
+
+
+@pytest.mark.parametrize("where", [{"$not": {"yaer": 2020}}, {"year": {"$in": []}}])
+def test_no_hint_where_the_cause_is_not_a_mistake(col, where):
+    """Under $not a missing field makes the condition hold; $in: [] matches nothing whatever the types."""
+    assert col.explain(where=where)["hint"] is None

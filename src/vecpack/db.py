@@ -69,9 +69,7 @@ class Database:
         maintenance: bool | None = None,
     ) -> None:
         self.memory_map = memory_map
-        if maintenance is None:
-            maintenance = os.environ.get("VECPACK_MAINTENANCE", "1") != "0"
-        self._maintainer = Maintainer() if maintenance else None
+        self._maintainer: Maintainer | None = None
         self._tmp = tempfile.TemporaryDirectory(prefix="vecpack-") if path is None else None
         self.path = Path(self._tmp.name if self._tmp else path)
         self.path.mkdir(parents=True, exist_ok=True)
@@ -79,6 +77,10 @@ class Database:
         self._lock = threading.Lock()
         self._closed = False
         self._remove_leftovers()
+        if maintenance is None:
+            maintenance = os.environ.get("VECPACK_MAINTENANCE", "1") != "0"
+        if maintenance:  # last: a database that failed to open leaves no thread behind
+            self._maintainer = Maintainer()
 
     @contextmanager
     def _staging(self, exclusive: bool = False) -> Iterator[bool]:
@@ -220,13 +222,14 @@ class Database:
             raise ClosedError("database is closed")
 
     def close(self) -> None:
-        """Close every open collection (and delete a temporary database)."""
+        """Close every open collection (and delete a temporary database), after the background optimize in
+        progress, if any, ends."""
+        if self._maintainer is not None:
+            self._maintainer.close()  # outside the lock: other threads' get_collection is not held up meanwhile
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            if self._maintainer is not None:
-                self._maintainer.close()  # after the optimize in progress, before the files close
             for col in self._open.values():
                 col.close()
             self._open.clear()

@@ -30,13 +30,14 @@ def heaps_and_scores(rng):
 def kernel_vs_twin(merge, scores, allowed, k=K):
     """(scores, rows) of two merges into the same heaps, sorted by the kernel."""
     out = []
+    half = scores.shape[1] // 2
     for fn in (getattr(topk, merge), getattr(twins, merge)):
         hs, hr = topk.new_heaps(scores.shape[0], k)
         if merge == "merge_scores":
-            fn(scores[:, :150], 0, allowed[:150], hs, hr)  # two blocks, as a scan merges them
-            fn(scores[:, 150:], 150, allowed[150:], hs, hr)
+            fn(scores[:, :half], 0, allowed[:half], hs, hr)  # two blocks, as a scan merges them
+            fn(scores[:, half:], half, allowed[half:], hs, hr)
         else:
-            rows = np.where(allowed > 0, np.arange(B), -1)
+            rows = np.where(allowed > 0, np.arange(scores.shape[1]), -1)
             fn(scores, np.broadcast_to(rows, scores.shape).copy(), hs, hr)
         topk.sort_heaps(hs, hr)
         out.append((hs, hr))
@@ -179,3 +180,21 @@ def test_an_index_compiling_in_the_background_is_bypassed_by_a_flat_scan(monkeyp
         exact = [[[h.id for h in hs] for hs in col.search(q, K, where=w, plan="exact")] for w in (None, {"g": 1})]
         monkeypatch.setattr(warm, "ready", lambda group: False)
         assert [[[h.id for h in hs] for hs in col.search(q, K, where=w)] for w in (None, {"g": 1})] == exact
+
+
+def test_twin_merge_breaks_ties_as_the_kernel_does():
+    """Integer-valued scores (binary codes, duplicate rows) tie often: the twin keeps the same rows."""
+    scores = np.array([[3, 1, 3, 2, 3, 3, 1, 2] * 4], np.float32)
+    for k in (1, 3, 5):
+        (ks, kr), (ts, tr) = kernel_vs_twin("merge_scores", np.repeat(scores, 2, axis=0),
+                                            np.ones(scores.shape[1], np.uint8), k=k)
+        np.testing.assert_array_equal(kr, tr)
+        hs, hr = topk.new_heaps(2, k)  # and the twins alone, merge then sort, order them as the kernels do
+        twins.merge_scores(np.repeat(scores, 2, axis=0), 0, np.ones(scores.shape[1], np.uint8), hs, hr)
+        twins.sort_heaps(hs, hr)
+        np.testing.assert_array_equal(kr, hr)
+
+
+def test_twin_rescore_of_no_candidates_reads_nothing():
+    out = twins.rescore(np.zeros((0, 8), np.float32), np.ones((2, 8), np.float32), np.full((2, 3), -1), exact.IP)
+    assert out.shape == (2, 3) and np.all(out == -np.inf)

@@ -163,3 +163,26 @@ def test_an_index_waits_for_its_kernels_while_they_compile(tmp_path, fast, monke
     plain.optimize()
     assert plain.stats()["indexed_rows"] == 1_500
     plain.close()
+
+
+def test_work_optimize_declines_is_not_retried_until_the_rows_change(tmp_path, fast, monkeypatch):
+    """An "auto" codec waits for enough live rows to choose: the growing rows stay due, but background
+    maintenance tries once, not at every look, until the rows change."""
+    calls = []
+    real = background.optimize
+
+    def counted(store, compact, *, index=True):
+        calls.append(1)
+        real(store, compact, index=index)
+
+    monkeypatch.setattr(background, "optimize", counted)
+    col = open_collection(tmp_path, fast, codec="auto", bytes_per_vector=16)
+    col.add(list(range(1_100)), rows(1_100))
+    col.delete(list(range(101)))  # 999 live rows: fewer than the tuner needs; 9% deleted: no compaction
+    assert wait_for(lambda: len(calls) >= 1)
+    time.sleep(0.5)  # about 25 looks
+    assert len(calls) == 1 and col.stats()["growing_rows"] == 1_100 and col.stats()["maintenance_due"]
+    col.add(list(range(2_000, 2_200)), rows(200, seed=4))  # enough live rows now
+    assert wait_for(lambda: col.stats()["growing_rows"] == 0)
+    assert len(calls) >= 2
+    col.close()

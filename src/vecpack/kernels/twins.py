@@ -19,9 +19,9 @@ def merge_candidates(cand_s: np.ndarray, cand_r: np.ndarray, heap_s: np.ndarray,
         return
     s = np.concatenate([heap_s, np.where(cand_r >= 0, cand_s, -np.inf).astype(np.float32)], axis=1)
     r = np.concatenate([heap_r, cand_r], axis=1)
-    keep = np.argpartition(s, s.shape[1] - k, axis=1)[:, -k:]  # the k largest, any order
-    s, r = np.take_along_axis(s, keep, axis=1), np.take_along_axis(r, keep, axis=1)
-    order = np.argsort(s, axis=1, kind="stable")  # ascending: a valid min-heap
+    # the k best; among equal scores the lower rows (a scan meets them first, and the kernels keep those)
+    best = np.lexsort((np.where(r >= 0, r, np.iinfo(np.int64).max), -s), axis=1)[:, :k]
+    order = best[:, ::-1]  # ascending: a valid min-heap
     heap_s[:] = np.take_along_axis(s, order, axis=1)
     heap_r[:] = np.where(heap_s > -np.inf, np.take_along_axis(r, order, axis=1), -1)
 
@@ -34,27 +34,30 @@ def merge_scores(scores: np.ndarray, row0: int, allowed: np.ndarray, heap_s: np.
 
 
 def sort_heaps(heap_s: np.ndarray, heap_r: np.ndarray) -> None:
-    """``topk.sort_heaps``: every heap row best first, empty slots last."""
-    order = np.argsort(-heap_s, axis=1, kind="stable")
+    """``topk.sort_heaps``: every heap row best first (equal scores: lower rows first), empty slots last."""
+    order = np.lexsort((np.where(heap_r >= 0, heap_r, np.iinfo(np.int64).max), -heap_s), axis=1)
     heap_s[:] = np.take_along_axis(heap_s, order, axis=1)
     heap_r[:] = np.take_along_axis(heap_r, order, axis=1)
 
 
 def rescore(vectors: np.ndarray, q: np.ndarray, cand: np.ndarray, metric: int) -> np.ndarray:
     """``exact.rescore``: exact similarities float32 (m, c) of queries q (m, d) to rows cand (m, c); -1 -> -inf."""
-    out = np.empty(cand.shape, np.float32)
-    for a in range(0, cand.shape[0], 64):  # the gathered rows of 64 queries at a time
-        c = cand[a : a + 64]
+    out = np.full(cand.shape, -np.inf, np.float32)
+    if not (cand >= 0).any():  # nothing to read (``vectors`` may then be empty)
+        return out
+    step = max(1, (1 << 22) // max(1, cand.shape[1] * q.shape[1]))  # gather about 16 MB of rows at a time
+    for a in range(0, cand.shape[0], step):
+        c = cand[a : a + step]
         x = np.asarray(vectors)[np.maximum(c, 0)].astype(np.float32)  # (b, c, d)
         if metric == L2:
-            diff = x - q[a : a + 64, None, :]
+            diff = x - q[a : a + step, None, :]
             s = -np.einsum("mcd,mcd->mc", diff, diff)
         else:
-            s = np.einsum("mcd,md->mc", x, q[a : a + 64])
+            s = np.einsum("mcd,md->mc", x, q[a : a + step])
             if metric == COSINE:
                 norms = np.sqrt(np.einsum("mcd,mcd->mc", x, x))
                 s = np.where(norms > 0, s / np.where(norms > 0, norms, 1), 0)
-        out[a : a + 64] = np.where(c >= 0, s, -np.inf)
+        out[a : a + step] = np.where(c >= 0, s, -np.inf)
     return out
 
 

@@ -9,7 +9,10 @@ Until then the entry points that ask ``ready(group)`` answer with plain-numpy tw
 A stamp keyed by the kernels' sources, numba, Python, the CPU and the cache folder records a finished
 warm-up, so later processes start none. ``VECPACK_WARMUP=0`` turns all of this off: kernels compile on
 first use, as numba does. While an index's group compiles, collections of up to FLAT_ROWS rows are
-scanned flat (``search.search_rows``); building a graph or IVF index still compiles on first use.
+scanned flat (``search.search_rows``) and background maintenance builds their index once it is ready
+(``storage.background.index_now``); a larger one, or one without background maintenance, compiles it.
+A child that fails or hangs (killed after TIMEOUT_S; its stderr is in ``warm.log`` beside the stamp) turns
+the warm-up off in its parent: kernels then compile on first use.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import fcntl
 import hashlib
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -47,6 +51,8 @@ _status = _Status()
 _lock = threading.Lock()
 #: seconds between looks for another process's stamp, while waiting on its warm-up
 STAMP_POLL_S = 0.5
+#: a warm-up still running after this long (blocked, or a hung workload) is killed (one takes ~2 min on 2 cores)
+TIMEOUT_S = 1_800
 #: while an index's kernels compile, collections of up to this many sealed rows are scanned flat instead
 #: (numpy twins: about 0.1 s per query at 100k int8 rows of 384 dims, against seconds of compiling)
 FLAT_ROWS = 100_000
@@ -82,12 +88,15 @@ def start() -> None:
         if st.stamp.exists():
             st.enabled = st.everything = True
             return
+        package_root = str(Path(__file__).resolve().parents[2])  # the child imports this very vecpack
+        env = os.environ | {"VECPACK_WARMUP": "0", "VECPACK_MAINTENANCE": "0",  # the workloads, nothing else
+                            "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
         try:
             st.stamp.parent.mkdir(parents=True, exist_ok=True)
-            env = os.environ | {"VECPACK_WARMUP": "0", "VECPACK_MAINTENANCE": "0"}  # the workloads, nothing else
-            child = subprocess.Popen([sys.executable, "-m", "vecpack.kernels.warm", str(st.stamp)], env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                     start_new_session=True)  # it finishes the cache even if we exit
+            with open(st.stamp.parent / "warm.log", "w") as log:  # why a warm-up failed, if it does
+                child = subprocess.Popen([sys.executable, "-m", "vecpack.kernels.warm", str(st.stamp)], env=env,
+                                         stdout=subprocess.PIPE, stderr=log, text=True,
+                                         start_new_session=True)  # it finishes the cache even if we exit
         except OSError:  # no cache folder or no process to spare: compile on first use
             return
         st.enabled = True
@@ -175,6 +184,7 @@ def main(stamp: Path) -> None:
         os.nice(5)  # the user's own work comes first
     except OSError:
         pass
+    signal.alarm(TIMEOUT_S)  # a hung warm-up dies, and its parent compiles on first use
     with open(stamp.parent / "warm.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process's warm-up of the same cache: wait, then find it done
         if not stamp.exists():

@@ -51,7 +51,7 @@ def why_empty(
             held = set(np.unique(col.el_kind[np.isin(col.el_row, rows)]).tolist())
         values = cond.value if cond.op == "$in" else [cond.value]
         wanted = {kind_of(v) for v in values}
-        if held.isdisjoint(wanted):
+        if wanted and held.isdisjoint(wanted):  # ($in: [] matches nothing, whatever the types)
             shown = ", ".join(repr(v) for v in values[:3]) + (", ..." if len(values) > 3 else "")
             what = f"the arrays in field {name!r} hold" if cond.op == "$contains" else f"field {name!r} holds"
             return (f"{what} {_names(held) or 'nothing'}, the filter compares them with {_names(wanted)} ({shown}); "
@@ -60,11 +60,10 @@ def why_empty(
 
 
 def _conditions(node: Filter) -> Iterator[Cond]:
+    """The conditions outside any $not (under $not, a missing field or another type makes the $not hold)."""
     if isinstance(node, Cond):
         yield node
-    elif isinstance(node, Not):
-        yield from _conditions(node.part)
-    else:  # And, Or
+    elif not isinstance(node, Not):  # And, Or
         for part in node.parts:
             yield from _conditions(part)
 

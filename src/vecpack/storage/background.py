@@ -4,7 +4,8 @@ One thread per open database (``connect(maintenance=True)``, the default; ``VECP
 default off) looks every POLL_S at the collections the database has open, and runs ``maintenance.optimize`` on
 each one that has work (``due``) and has had no write for IDLE_S: a bulk load is not interrupted batch by batch,
 and a few seconds after the last write the rows are compressed and indexed. ``optimize()`` stays the way to do
-it now and wait. The index is built off the write lock, so searches and writes go on meanwhile (sealing and
+it now and wait (right after an install, it leaves an index whose kernels still compile to this thread:
+``index_now``). The index is built off the write lock, so searches and writes go on meanwhile (sealing and
 compaction hold it, as in ``optimize()``), on half the cores.
 """
 
@@ -48,6 +49,12 @@ def due(store: Store) -> bool:
     return deleted > 0 and deleted >= COMPACT_FRACTION * seg.n_rows
 
 
+def _shape(store: Store) -> tuple[int, ...]:
+    """What maintenance work depends on: rows, sealed, indexed and live rows."""
+    seg = store.segments
+    return seg.n_rows, seg.sealed, seg.indexed_rows, seg.n_live
+
+
 def index_now(store: Store) -> bool:
     """Whether to build the index now: its kernels are compiled (``kernels.warm``), or the collection is too
     large to be scanned flat meanwhile (more than ``warm.FLAT_ROWS`` rows). Else background maintenance
@@ -62,7 +69,8 @@ class Maintainer:
         self.poll_s, self.idle_s = poll_s, idle_s
         self._stores: weakref.WeakSet[Store] = weakref.WeakSet()
         self._stop = threading.Event()
-        self._failed: dict[int, float] = {}  # id(store) -> when its last attempt failed
+        self._failed: weakref.WeakKeyDictionary[Store, float] = weakref.WeakKeyDictionary()  # last failure
+        self._settled: weakref.WeakKeyDictionary[Store, tuple[int, ...]] = weakref.WeakKeyDictionary()
         self._thread = threading.Thread(target=self._run, name="vecpack-maintenance", daemon=True)
         self._thread.start()
 
@@ -82,18 +90,21 @@ class Maintainer:
 
     def _maintain(self, store: Store) -> None:
         now = time.monotonic()
-        failed = self._failed.get(id(store), -RETRY_S)
+        failed = self._failed.get(store, -RETRY_S)
         if store.closed or now - store.last_write < self.idle_s or now - failed < RETRY_S:
             return
         try:
             with store.reading():  # fresh: another process may have done the work
-                if not due(store):
+                if not due(store) or self._settled.get(store) == _shape(store):
                     return
             optimize(store, None, index=index_now(store))
+            with store.reading():  # work optimize() declines (an "auto" codec waiting for more live rows):
+                if due(store):     # not again until the rows change
+                    self._settled[store] = _shape(store)
         except Exception as exc:  # reported where it cannot be missed, as a failed seal after a write is
             if store.closed:
                 return
-            self._failed[id(store)] = time.monotonic()
+            self._failed[store] = time.monotonic()
             store.maintenance_error = f"background optimize failed: {type(exc).__name__}: {exc}"
             store.maintenance_failures += 1
             log.warning("collection %r: %s", store.name, store.maintenance_error)
