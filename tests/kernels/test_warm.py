@@ -189,6 +189,7 @@ def test_twin_merge_breaks_ties_as_the_kernel_does():
         (ks, kr), (ts, tr) = kernel_vs_twin("merge_scores", np.repeat(scores, 2, axis=0),
                                             np.ones(scores.shape[1], np.uint8), k=k)
         np.testing.assert_array_equal(kr, tr)
+        np.testing.assert_array_equal(ks, ts)
         hs, hr = topk.new_heaps(2, k)  # and the twins alone, merge then sort, order them as the kernels do
         twins.merge_scores(np.repeat(scores, 2, axis=0), 0, np.ones(scores.shape[1], np.uint8), hs, hr)
         twins.sort_heaps(hs, hr)
