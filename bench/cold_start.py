@@ -95,7 +95,7 @@ def warm_once(env: dict[str, str]) -> float:
     t = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import vecpack; vecpack.connect()"], env=os.environ | env, check=True)
     stamps = Path(env["VECPACK_CACHE"]) / "warm"
-    while not [p for p in stamps.glob("*") if p.name != "warm.lock"]:
+    while not [p for p in stamps.glob("*") if not p.name.startswith("warm.")]:
         time.sleep(0.5)
     return time.perf_counter() - t
 
