@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import vecpack
-from vecpack.kernels import exact, scalar, topk, twins, warm
+from vecpack.kernels import exact, kmeans, pq, scalar, topk, twins, warm
 
 M, B, K = 20, 300, 10
 
@@ -94,7 +94,44 @@ def test_twin_int8_codes_match_the_kernel(rng):
     np.testing.assert_allclose(twins.u8_decode(codes, lo, step), scalar.u8_decode(codes, lo, step), rtol=1e-6)
 
 
-@pytest.mark.parametrize("codec", ["float32", "int8", "float16", "binary"])
+def test_twin_kmeans_and_pq_codes_match_the_kernels(monkeypatch, rng):
+    x = rng.normal(size=(3000, 8)).astype(np.float32)
+    centroids = x[:64].copy()
+    labels, dist = kmeans._assign_small(x, np.ascontiguousarray(centroids.T))
+    twin_labels, twin_dist = twins.nearest_centroids(x, centroids)
+    np.testing.assert_array_equal(twin_labels, labels)
+    np.testing.assert_allclose(twin_dist, dist, rtol=1e-5, atol=1e-6)
+    means, counts = kmeans._update(x, labels, 64)
+    twin_means, twin_counts = twins.cluster_means(x, labels, 64)
+    np.testing.assert_array_equal(twin_counts, counts)
+    np.testing.assert_allclose(twin_means, means, rtol=1e-6, atol=1e-7)
+    cb = np.stack([kmeans.kmeans(x[:, 4 * s : 4 * s + 4], 32, seed=s) for s in range(2)])  # (M, K, ds)
+    codes = pq.pq_encode(x, cb)
+    np.testing.assert_array_equal(twins.pq_encode(x, cb), codes)
+    np.testing.assert_array_equal(twins.pq_decode(codes, cb), pq.pq_decode(codes, cb))
+    monkeypatch.setattr(warm, "ready", lambda group: False)  # the whole k-means through the twins
+    np.testing.assert_allclose(kmeans.kmeans(x[:, :4], 32, seed=0), cb[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_twin_binary_scan_scores_as_the_kernel(rng, metric):
+    from vecpack.codecs.binary import BinaryCodec, BinaryScorer
+
+    x = rng.normal(size=(3000, 100)).astype(np.float32)
+    codec = BinaryCodec(100, metric, "binary").fit(x)
+    codes, q = codec.encode(x), rng.normal(size=(7, 100)).astype(np.float32)
+    allowed = (rng.random(3000) > 0.2).astype(np.uint8)
+    found = []
+    for kernels in (True, False):
+        heaps = topk.new_heaps(7, 50)
+        BinaryScorer(codec, q, kernels=kernels).scan(codes, 5, allowed, *heaps)
+        topk.sort_heaps(*heaps)
+        found.append(heaps)
+    np.testing.assert_allclose(found[1][0], found[0][0], rtol=1e-5, atol=1e-3)
+    assert np.mean(found[1][1] == found[0][1]) > 0.97  # equal up to float rounding: near-ties may swap
+
+
+@pytest.mark.parametrize("codec", ["float32", "int8", "float16", "binary", "pq8"])
 def test_a_collection_answers_the_same_through_the_twins(monkeypatch, rng, codec):
     """Every search kind on growing and sealed rows, with the kernels, then with every group not ready."""
     x = rng.normal(size=(400, 24)).astype(np.float32)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from vecpack.codecs.base import Codec, Probe, Scorer
+from vecpack.kernels import twins, warm
 from vecpack.kernels.binary import binary_scan, quantize_queries, shape_token
 from vecpack.kernels.probe import BITS
 
@@ -45,11 +46,11 @@ class BinaryCodec(Codec):
 
     def scorer(self, q):
         self._require_trained()
-        return BinaryScorer(self, q)
+        return BinaryScorer(self, q, kernels=warm.ready("binary"))
 
     def probe(self, q) -> Probe:
         self._require_trained()
-        s = BinaryScorer(self, q)
+        s = BinaryScorer(self, q, kernels=True)
         qf = np.stack([s.qa, s.qb, s.qc], axis=1)
         return Probe(BITS, qf, s.planes.reshape(s.planes.shape[0], -1), np.uint64)
 
@@ -72,13 +73,18 @@ class BinaryScorer(Scorer):
     sum_j q'_j s_j = 2 * (lo * popcount(b) + delta * sum_j u_j b_j) - sum_j q'_j.
     ip: <q, x> ~ <q, mu> + sum_j q'_j s_j.
     l2 (q' built from q - mu): -||q - x||^2 ~ 2 sum_j q'_j s_j - ||q - mu||^2 - ||sigma||^2.
+    Without ``kernels`` (they compile: ``kernels.warm``), numpy twins compute the same scores.
     """
 
-    def __init__(self, codec: BinaryCodec, q: np.ndarray) -> None:
+    def __init__(self, codec: BinaryCodec, q: np.ndarray, kernels: bool) -> None:
         q = np.ascontiguousarray(q, dtype=np.float32)
         shift = codec.mu if codec.metric == "l2" else np.zeros_like(codec.mu)
         self.tokens = (shape_token(codec.words), shape_token(QUERY_BITS))
-        self.planes, lo, delta, total = quantize_queries(q, shift, codec.sigma, codec.words, self.tokens[1])
+        if kernels:
+            self.planes, lo, delta, total = quantize_queries(q, shift, codec.sigma, codec.words, self.tokens[1])
+            self.levels = None
+        else:
+            self.levels, lo, delta, total = twins.quantize_queries(q, shift, codec.sigma, QUERY_BITS)
         if codec.metric == "ip":
             self.qa, self.qb = 2 * lo, 2 * delta
             self.qc = q @ codec.mu - total
@@ -89,5 +95,8 @@ class BinaryScorer(Scorer):
         self.qa, self.qb, self.qc = (np.ascontiguousarray(a, dtype=np.float32) for a in (self.qa, self.qb, self.qc))
 
     def scan(self, codes, row0, allowed, heap_s, heap_r) -> None:
+        if self.levels is not None:
+            twins.binary_scan(codes, row0, allowed, self.levels, self.qa, self.qb, self.qc, heap_s, heap_r)
+            return
         words = np.ascontiguousarray(codes).view(np.uint64)
         binary_scan(words, row0, allowed, self.planes, self.qa, self.qb, self.qc, heap_s, heap_r, *self.tokens)

@@ -12,6 +12,7 @@ import numpy as np
 
 from vecpack.codecs.base import Codec, DecodeScorer, Probe, Scorer
 from vecpack.errors import InvalidInput
+from vecpack.kernels import twins, warm
 from vecpack.kernels.kmeans import kmeans
 from vecpack.kernels.pq import lut_scan, pq_decode, pq_encode
 from vecpack.kernels.probe import LUT
@@ -43,14 +44,14 @@ class PQCodec(Codec):
         self.centroids = np.stack([kmeans(sub, K, seed=s) for s, sub in enumerate(subspaces)])
 
     def _encode(self, x):
-        return pq_encode(x, self.centroids)
+        return (pq_encode if warm.ready("pq") else twins.pq_encode)(x, self.centroids)
 
     def decode(self, codes):
-        return pq_decode(np.ascontiguousarray(codes), self.centroids)
+        return (pq_decode if warm.ready("pq") else twins.pq_decode)(np.ascontiguousarray(codes), self.centroids)
 
     def scorer(self, q):
         self._require_trained()
-        if q.shape[0] >= DECODE_BATCH:
+        if q.shape[0] >= DECODE_BATCH or not warm.ready("pq"):  # the table scan compiles: decode meanwhile
             return DecodeScorer(self, q)
         return LUTScorer(self, q)
 

@@ -1,9 +1,12 @@
-"""Lloyd's k-means (squared L2), seeded and deterministic: BLAS or numba assignment, numba update."""
+"""Lloyd's k-means (squared L2), seeded and deterministic: BLAS or numba assignment, numba update (numpy twins
+while the "pq" warm-up group, whose workload compiles both, is not ready: ``kernels.warm``)."""
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+
+from vecpack.kernels import twins, warm
 
 ASSIGN_BLOCK = 16384  # rows per matrix product in ``assign`` (bounds the (block, k) score matrix)
 #: up to this many dimensions ``assign`` loops in numba instead of a BLAS product: for PQ's sub-spaces
@@ -67,6 +70,8 @@ def assign(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray
     in BLAS, block by block.
     """
     if x.shape[1] <= SMALL_DIM:
+        if not warm.ready("pq"):
+            return twins.nearest_centroids(np.asarray(x, np.float32), centroids)
         return _assign_small(np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(centroids.T))
     c_sq = np.einsum("ij,ij->i", centroids, centroids)
     labels = np.empty(x.shape[0], dtype=np.int64)
@@ -110,7 +115,7 @@ def kmeans(x: np.ndarray, k: int, iters: int = 20, seed: int = 0) -> np.ndarray:
     centroids = x[rng.choice(x.shape[0], size=k, replace=False)].copy()
     for _ in range(iters):
         labels, dist = assign(x, centroids)
-        centroids, counts = _update(x, labels, k)
+        centroids, counts = (_update if warm.ready("pq") else twins.cluster_means)(x, labels, k)
         empty = np.flatnonzero(counts == 0)
         if empty.size:
             far = np.argsort(-dist)[: empty.size]

@@ -69,3 +69,65 @@ def u8_encode(x: np.ndarray, lo: np.ndarray, inv_step: np.ndarray) -> np.ndarray
 def u8_decode(codes: np.ndarray, lo: np.ndarray, step: np.ndarray) -> np.ndarray:
     """``scalar.u8_decode``: lo + step * codes as float32."""
     return (lo + step * codes.astype(np.float32)).astype(np.float32)
+
+
+def nearest_centroids(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``kmeans._assign_small``: nearest centroid int64 (n,) and squared distance float32 (n,) of x (n, ds) to
+    centroids (k, ds), for a few dims (the distances summed dim by dim, as the kernel does)."""
+    labels = np.empty(x.shape[0], np.int64)
+    dist = np.empty(x.shape[0], np.float32)
+    step = max(1, (1 << 20) // centroids.shape[0])  # (step, k) distances at a time: ~4 MB
+    for a in range(0, x.shape[0], step):
+        xb = x[a : a + step]
+        d = np.zeros((xb.shape[0], centroids.shape[0]), np.float32)
+        for j in range(x.shape[1]):
+            diff = xb[:, j, None] - centroids[None, :, j]
+            d += diff * diff
+        labels[a : a + step] = np.argmin(d, axis=1)
+        dist[a : a + step] = d[np.arange(xb.shape[0]), labels[a : a + step]]
+    return labels, dist
+
+
+def cluster_means(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``kmeans._update``: each cluster's mean float32 (k, d) (zeros for an empty one) and sizes int64 (k,)."""
+    counts = np.bincount(labels, minlength=k)
+    sums = np.stack([np.bincount(labels, weights=x[:, j], minlength=k) for j in range(x.shape[1])], axis=1)
+    return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32), counts
+
+
+def pq_encode(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """``pq.pq_encode``: uint8 (n, M) codes, the nearest of the centroids (M, K, ds) in each sub-space of x."""
+    n_sub, _, ds = centroids.shape
+    codes = np.empty((x.shape[0], n_sub), np.uint8)
+    for m in range(n_sub):
+        codes[:, m] = nearest_centroids(np.asarray(x[:, m * ds : (m + 1) * ds], np.float32), centroids[m])[0]
+    return codes
+
+
+def pq_decode(codes: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """``pq.pq_decode``: float32 (n, M * ds) reconstructions of codes uint8 (n, M)."""
+    out = centroids[np.arange(centroids.shape[0])[None, :], codes]  # (n, M, ds)
+    return np.ascontiguousarray(out.reshape(codes.shape[0], -1), dtype=np.float32)
+
+
+def quantize_queries(q: np.ndarray, shift: np.ndarray, scale: np.ndarray, n_bits: int):
+    """``binary.quantize_queries`` with the levels u float32 (m, d) instead of their bit planes, and lo, delta,
+    sum(qs) float32 (m,): the same float32 arithmetic, so the same levels."""
+    qs = (q - shift) * scale
+    top = np.float32(2**n_bits - 1)
+    lo, high = qs.min(axis=1), qs.max(axis=1)
+    delta = (high - lo) / top
+    delta = np.where(delta > 0, delta, np.float32(1.0)).astype(np.float32)
+    levels = np.clip(np.rint((qs - lo[:, None]) / delta[:, None]), 0, top).astype(np.float32)
+    return levels, lo, delta, qs.sum(axis=1, dtype=np.float32)
+
+
+def binary_scan(codes: np.ndarray, row0: int, allowed: np.ndarray, levels: np.ndarray, qa: np.ndarray,
+                qb: np.ndarray, qc: np.ndarray, heap_s: np.ndarray, heap_r: np.ndarray) -> None:
+    """``binary.binary_scan`` of 1-bit codes uint8 (n, bytes) against query levels (``quantize_queries``):
+    score = qa * popcount(b) + qb * sum_j u_j b_j + qc, merged into the heaps."""
+    d = levels.shape[1]
+    for a in range(0, codes.shape[0], 8192):
+        bits = np.unpackbits(codes[a : a + 8192], axis=1, bitorder="little")[:, :d].astype(np.float32)
+        s = qa[:, None] * bits.sum(axis=1)[None, :] + qb[:, None] * (levels @ bits.T) + qc[:, None]
+        merge_scores(s.astype(np.float32), row0 + a, allowed[a : a + 8192], heap_s, heap_r)
