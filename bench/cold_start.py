@@ -139,7 +139,9 @@ def markdown(report: dict) -> str:
         "cache and no warm-up (`VECPACK_WARMUP=0`: numba compiles on first use), with an empty cache and the "
         "background warm-up (the default after a fresh install), and after one warm-up had finished "
         f"({report['warm_up_s']:.0f} s in the background). Set-up is the calls before the one measured "
-        "(create, `add`, `optimize()` where listed); importing numba is excluded. `bench/cold_start.py`.",
+        "(create, `add`, `optimize()` where listed); importing numba is excluded. `bench/cold_start.py`. Unlike "
+        "the other benchmarks, this one measures numba compilation on purpose: the set-up and first-call columns "
+        "include whatever compiling (or loading from numba's cache) their calls do; only the second call is warm.",
         "",
         "| path | compile in-process: set-up s | first call s | warm-up running: set-up s | first call s "
         "| after one warm-up: set-up s | first call s | second call ms |",

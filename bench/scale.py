@@ -29,6 +29,7 @@ import vecpack
 from vecpack.bench.datasets import synthetic
 
 BATCH = 1000
+WARM_ROWS = 2048  # rows of the untimed build that compiles the ingest and optimize kernels first
 
 
 def rss_mb() -> dict[str, float]:
@@ -52,6 +53,7 @@ def serve(path: str, queries_file: str) -> None:
     col.search(q[0], k=10)
     t_first = time.perf_counter() - t0
     rss_after_first = rss_mb()
+    col.search(q[:100], k=10)  # untimed: the batch path's kernels load here, not in batched_qps
     t0 = time.perf_counter()
     served = 0
     for a in range(0, len(q), 100):
@@ -88,6 +90,11 @@ def main() -> None:
     t_gen = time.perf_counter() - t0
     print(f"generated {ds.corpus.shape} in {t_gen:.1f}s: {ds.note}", flush=True)
 
+    # an untimed build on a few rows: numba compiles the ingest and optimize kernels here
+    with tempfile.TemporaryDirectory(prefix="vecpack-warm-") as tmp, vecpack.connect(tmp) as warm:
+        col = warm.create_collection("scale", dim=args.dim, metric=ds.metric, codec=args.codec, index=args.index)
+        col.add([str(i) for i in range(WARM_ROWS)], ds.corpus[:WARM_ROWS])
+        col.optimize()
     shutil.rmtree(args.path, ignore_errors=True)
     db = vecpack.connect(args.path)
     col = db.create_collection("scale", dim=args.dim, metric=ds.metric, codec=args.codec, index=args.index)
@@ -151,6 +158,9 @@ def main() -> None:
     (out / f"{name}.md").write_text(
         f"# Scale: {result['dataset']} ({args.codec}, {args.index} index)\n\n"
         f"Data: {ds.note}.\n\n"
+        "The empty-cache row includes numba compilation, on purpose, and the first query after reopen loads the "
+        "kernels from numba's cache, as every new process does; every other figure excludes both: ingest and "
+        f"optimize followed an untimed build on {WARM_ROWS:,} rows, and each query loop an untimed call.\n\n"
         "| measure | value | target |\n|---|---|---|\n"
         f"| durable ingest, batches of 1,000 | {result['ingest_rows_per_s']:,.0f} rows/s | >= 20,000 |\n"
         f"| reopen (connect + get_collection) | {served['open_s'] * 1000:.0f} ms | |\n"

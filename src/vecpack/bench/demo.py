@@ -121,6 +121,8 @@ def run_demo(print_fn=print) -> list[dict]:
 
 
 def _print_table(rows: list[dict], print_fn) -> None:
+    title = ("vecpack codecs vs float32 (flat search, default re-ranking, all queries in one batch; "
+             "QPS of a second call, so no kernel compile time is counted)")
     header = ["codec", "bytes/vec", "x smaller", "memory MB", "recall@10", "QPS", "vs float32"]
     cells = [[r["codec"], str(r["bytes_per_vector"]), f"{r['compression']:.0f}x", f"{r['memory_mb']:.2f}",
               f"{r['recall@10']:.3f}", f"{r['qps']:.0f}", f"{r['speed_vs_float32']:.2f}x"] for r in rows]
@@ -128,12 +130,12 @@ def _print_table(rows: list[dict], print_fn) -> None:
         from rich.console import Console
         from rich.table import Table
     except ImportError:
+        print_fn(title)
         widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
         for line in [header, *cells]:
             print_fn("  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)))
         return
-    table = Table(title="vecpack codecs vs float32 (flat search, default re-ranking, all queries in one batch; "
-                        "QPS of a second call, so no kernel compile time is counted)")
+    table = Table(title=title)
     for h in header:
         table.add_column(h, justify="right")
     for c in cells:

@@ -84,6 +84,8 @@ def _setup(res: dict[str, Any]) -> list[str]:
         ),
         f"- **threads**: {', '.join(ts)} (numba, BLAS/OpenMP via threadpoolctl, FAISS OpenMP)",
         f"- **exact float32 reference**: recall@{k} = 1, nDCG@{k} = {_num(res['exact']['ndcg@k'])}",
+        "- **timing**: times exclude numba compilation: each codec's fit, encode and collection build ran once "
+        "untimed on a few rows first, and each QPS follows an untimed call of the same search.",
         "",
         "## vecpack codecs",
         "",

@@ -936,7 +936,9 @@ def markdown(r: StressReport) -> str:
         + ". Every hit and every record read is checked against the writers' logs (`bench/stress.py`'s docstring "
         "says how and why the checks are sound).",
         "",
-        f"Setup {r.setup_s:.1f} s, children ready after {r.start_s:.1f} s, checked load **{r.load_s:.1f} s**.",
+        f"Setup {r.setup_s:.1f} s, children ready after {r.start_s:.1f} s, checked load **{r.load_s:.1f} s**. "
+        "The setup includes, on purpose, a warm-up in which numba compiles the kernels the load runs (the children "
+        "load them from numba's cache); the load lasts a set time, and its counts are not a speed measurement.",
         "",
         "| count | value |",
         "|---|---:|",
