@@ -33,8 +33,9 @@ SCENARIOS: dict[str, tuple[str, str]] = {
     **{f"add + search ({codec}, flat)": (f"col = new(codec={codec!r}); col.add(ids, x, meta)",
                                          "col.search(x[0], 10)")
        for codec in ("float32", "float16", "int8", "binary", "pq48")},
-    "search sealed rows (int8, flat)": ("col = new(codec='int8'); col.add(ids, x, meta); col.optimize()",
-                                        "col.search(x[0], 10)"),
+    **{f"search sealed rows ({codec}, flat)": (f"col = new(codec={codec!r}); col.add(ids, x, meta); col.optimize()",
+                                               "col.search(x[0], 10)")
+       for codec in ("int8", "binary", "pq48")},
     "optimize (int8, graph)": ("col = new(codec='int8', index='graph'); col.add(ids, x, meta)", "col.optimize()"),
     "optimize (int8, ivf)": ("col = new(codec='int8', index='ivf'); col.add(ids, x, meta)", "col.optimize()"),
     "graph search (int8)": ("col = new(codec='int8', index='graph'); col.add(ids, x, meta); col.optimize()",

@@ -278,3 +278,21 @@ def test_a_folder_without_a_collection_can_be_dropped(tmp_path):
             db.get_collection("broken")
         db.drop_collection("broken")
         assert len(db.create_collection("broken", dim=4)) == 0
+
+
+def test_fresh_state_sees_another_handles_commit_without_holding_a_transaction(two_handles):
+    """``Store.fresh`` (an unfiltered search's snapshot): while no one commits, no catalog transaction is opened;
+    a commit of another handle is loaded (in one) before the body runs, so a search right after another
+    handle's write finds it."""
+    reader, writer, x = two_handles
+    store = reader._store
+    with store.reading():
+        n_before = store.segments.n_rows
+    with store.fresh():
+        assert not store.db.conn.in_transaction
+    writer.add(ids=["new"], vectors=x[:1] * -1, metadata=[{"i": -1}])
+    with store.fresh():
+        assert store.segments.n_rows == n_before + 1
+    with store.fresh():
+        assert not store.db.conn.in_transaction
+    assert reader.search(x[0] * -1, k=1)[0].id == "new"

@@ -214,6 +214,12 @@ def test_records_across_several_in_chunks(catalog):
     asked = list(range(0, row0 + n + 50))  # rows below row0 and past the end do not exist
     assert catalog.records_by_row(asked) == {r: (key(r), meta_of(r)) for r in rows}
     assert catalog.records_by_row([]) == {}
+    catalog.set_meta(vectors_file="vectors-7.f32")
+    for wanted in ([], [row0], asked[:40], asked):  # one statement up to _CHUNK rows, a snapshot past it
+        log, found = catalog.records_at(wanted, "vectors_file")
+        assert log == "vectors-7.f32"
+        assert found == catalog.records_by_row(wanted)
+    assert catalog.records_at([row0], "no_such_key") == (None, {row0: (key(row0), meta_of(row0))})
 
 
 def test_insert_records_refuses_a_duplicate_id(catalog):

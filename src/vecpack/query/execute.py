@@ -160,9 +160,11 @@ class Reader:
         store = self.store
         # The search runs on a snapshot, off the lock. If a compaction (by any process) renumbers the rows
         # meanwhile, its row numbers no longer name the same records: search the new rows again. The ids are
-        # read in one read transaction with the refresh that tells whether the numbering is still ours.
+        # read in one snapshot with the name of the vector log, which tells whether the numbering is still ours.
+        # Without a filter or tenant, the snapshot needs the in-memory state only (``fresh``).
+        plain = tenant is None and all(node is None for node, _ in groups)
         for _ in range(SEARCH_TRIES):
-            with store.reading():
+            with store.fresh() if plain else store.reading():
                 tenant_no, files = self.tenants.resolve(tenant), store.segments.files
                 selections = [self.select(tenant_no, node, params.plan) for node, _ in groups]
                 snap = store.segments.snapshot(params.k, params.rerank, every_row=all(s.everything for s in selections))
@@ -174,10 +176,9 @@ class Reader:
                 if files == store.segments.files:
                     raise
                 continue
-            with store.reading():
-                if files == store.segments.files:
-                    found = store.db.records_by_row(np.unique(rows[rows >= 0]).tolist())
-                    break
+            log, found = store.records_at(sorted({r for r in rows.ravel().tolist() if r >= 0}))
+            if log == files[0]:
+                break
         else:
             raise Conflict(f"collection {store.name!r} was compacted {SEARCH_TRIES} times during one search: retry")
         warn(notes)
@@ -265,14 +266,20 @@ def search_snapshot(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(scores, rows), each (m, k), of the queries, one plan per filter group."""
     k = params.k
+    if len(groups) == 1:  # every query under one filter (or none): no result arrays to assemble
+        return run_plan(_plan(params, selections[0], snap), q, k, selections[0], snap)
     scores = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
     rows = np.full((q.shape[0], k), -1, dtype=np.int64)
     for (_, picked), selection in zip(groups, selections, strict=True):
-        matches = None if selection.everything else selection.count()
-        plan = planner.choose(matches, snap.n_live, max(k, snap.data.rerank), snap.index, params.ef, params.nprobe,
-                              clustered=selection.postings is not None, force=params.plan)
-        scores[picked], rows[picked] = run_plan(plan, q[picked], k, selection, snap)
+        scores[picked], rows[picked] = run_plan(_plan(params, selection, snap), q[picked], k, selection, snap)
     return scores, rows
+
+
+def _plan(params: SearchParams, selection: Selection, snap: Snapshot) -> Plan:
+    """The planner's plan (or the forced one) for a selection of a snapshot."""
+    matches = None if selection.everything else selection.count()
+    return planner.choose(matches, snap.n_live, max(params.k, snap.data.rerank), snap.index, params.ef, params.nprobe,
+                          clustered=selection.postings is not None, force=params.plan)
 
 
 def run_plan(plan: Plan, q: np.ndarray, k: int, selection: Selection, snap: Snapshot) -> tuple[np.ndarray, np.ndarray]:

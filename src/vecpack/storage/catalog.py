@@ -7,6 +7,7 @@ tombstones, checksums and the collection's counters.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -39,6 +40,14 @@ def _range_table(table: str) -> None:
     """ValueError unless ``table`` holds checksummed ranges (its name is put into SQL)."""
     if table not in ("batches", "segments"):
         raise ValueError(f"not a table of checksummed ranges: {table!r}")
+
+
+@functools.cache
+def _records_at_sql(n: int) -> str:
+    """``Catalog.records_at``'s statement for n rows: the setting as row -1, then the records, in row order."""
+    rows = f"SELECT row, id, metadata FROM records WHERE row IN ({','.join('?' * n)})" if n else ""
+    setting = "SELECT -1, value, NULL FROM meta WHERE key = ?"
+    return f"{setting} UNION ALL {rows} ORDER BY 1" if n else setting
 
 
 def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
@@ -131,6 +140,17 @@ class Catalog:
     def records_by_row(self, rows: Sequence[int]) -> dict[int, tuple[str, str | None]]:
         """row -> (id, metadata JSON) for live rows among ``rows``."""
         return {r: (i, m) for r, i, m in self._select_in("row, id, metadata", "row", rows)}
+
+    def records_at(self, rows: Sequence[int], key: str) -> tuple[Any, dict[int, tuple[str, str | None]]]:
+        """(setting ``key``, ``records_by_row(rows)``) read in one snapshot: a search checks with the vector
+        log's name that ``rows`` still number the records it scored. One statement for up to _CHUNK rows."""
+        if len(rows) > _CHUNK:
+            with self.snapshot():
+                return self.get_meta(key), self.records_by_row(rows)
+        found = self.conn.execute(_records_at_sql(len(rows)), (key, *rows)).fetchall()
+        head = found[0] if found and found[0][0] == -1 else None  # the setting's row sorts first (row -1)
+        records = {r: (i, m) for r, i, m in (found[1:] if head else found)}
+        return (json.loads(head[1]) if head else None), records
 
     def insert_records(self, row0: int, ids: Sequence[str], metadata: Sequence[str | None]) -> None:
         self.conn.executemany(

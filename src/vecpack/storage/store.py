@@ -2,7 +2,8 @@
 
 Every read runs in ``reading()``: ``lock`` held and one catalog read transaction open, the
 in-memory state (``segments``) refreshed at its start, so what it reads from the catalog
-and from memory is one generation, whoever commits meanwhile. Every write runs in
+and from memory is one generation, whoever commits meanwhile (``fresh()``: the same for reads
+of the in-memory state alone, cheaper). Every write runs in
 ``write()``: the write lock and a catalog transaction; memory changes only after COMMIT,
 applied from what that transaction committed. Every write transaction is numbered
 (``commit_seq``), so a handle tells another handle's commit (reload) from its own (apply).
@@ -106,6 +107,37 @@ class Store:
                             raise
                         yield
                         return
+            except sqlite3.Error as exc:
+                raise storage_error(exc, self.path) from exc
+
+    @contextmanager
+    def fresh(self) -> Iterator[None]:
+        """``lock`` held and the in-memory state current, with no catalog transaction left open: for reads of
+        the in-memory state only (an unfiltered search's snapshot). When no one committed since the state was
+        loaded, one ``PRAGMA data_version`` instead of ``reading``'s transaction."""
+        with self.lock:
+            if self.closed:
+                raise self._closed_error()
+            try:
+                current = self._reader.data_version() == self._data_version
+            except sqlite3.Error as exc:
+                raise storage_error(exc, self.path) from exc
+            if current:
+                yield
+                return
+        with self.reading():
+            yield
+
+    def records_at(self, rows: list[int]) -> tuple[str, dict[int, tuple[str, str | None]]]:
+        """(the vector log's name, row -> (id, metadata JSON) of the live rows among ``rows``) as committed now,
+        in one catalog snapshot: the name tells whether the rows are still numbered as the caller's snapshot."""
+        with self.lock:
+            if self.closed:
+                raise self._closed_error()
+            try:
+                log, found = self.db.records_at(rows, "vectors_file")
+                # absent only from a catalog that never left its first files (set at creation since schema 1)
+                return (log if log is not None else manifest.get(self.db, "vectors_file")), found
             except sqlite3.Error as exc:
                 raise storage_error(exc, self.path) from exc
 
