@@ -73,18 +73,18 @@ def u8_decode(codes: np.ndarray, lo: np.ndarray, step: np.ndarray) -> np.ndarray
 
 def nearest_centroids(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``kmeans._assign_small``: nearest centroid int64 (n,) and squared distance float32 (n,) of x (n, ds) to
-    centroids (k, ds), for a few dims (the distances summed dim by dim, as the kernel does)."""
+    centroids (k, ds); with the products in BLAS (as ``kmeans.assign`` above SMALL_DIM): a near-tie may go to
+    the other centroid than the kernel's exact differences choose."""
+    c_sq = np.einsum("ij,ij->i", centroids, centroids)
     labels = np.empty(x.shape[0], np.int64)
     dist = np.empty(x.shape[0], np.float32)
     step = max(1, (1 << 20) // centroids.shape[0])  # (step, k) distances at a time: ~4 MB
     for a in range(0, x.shape[0], step):
         xb = x[a : a + step]
-        d = np.zeros((xb.shape[0], centroids.shape[0]), np.float32)
-        for j in range(x.shape[1]):
-            diff = xb[:, j, None] - centroids[None, :, j]
-            d += diff * diff
-        labels[a : a + step] = np.argmin(d, axis=1)
-        dist[a : a + step] = d[np.arange(xb.shape[0]), labels[a : a + step]]
+        d = c_sq[None, :] - 2.0 * (xb @ centroids.T)
+        best = np.argmin(d, axis=1)
+        labels[a : a + step] = best
+        dist[a : a + step] = np.maximum(d[np.arange(xb.shape[0]), best] + np.einsum("ij,ij->i", xb, xb), 0.0)
     return labels, dist
 
 
