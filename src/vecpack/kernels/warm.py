@@ -139,18 +139,20 @@ def _cpu_name() -> str:
 
 
 # -- the child ------------------------------------------------------------------------------------------------
-def _exercise(codec: str, index: str = "flat", n: int = 96, multi_tenant: bool = False) -> Callable[[], None]:
+def _exercise(codec: str, index: str = "flat", n: int = 96, multi_tenant: bool = False,
+              dim: int = 24) -> Callable[[], None]:
     """A small workload of one collection kind: add, search (one query, a few, a batch; filtered; re-ranked),
-    optimize, and the same searches over sealed (and indexed) rows."""
+    optimize, and the same searches over sealed (and indexed) rows. With n >= 1,000 rows (``MIN_TUNE_ROWS``)
+    optimize also measures the codec's fidelity, as it does on a user's collection."""
 
     def run() -> None:
         import vecpack
 
         rng = np.random.default_rng(0)
-        x = rng.normal(size=(n, 24)).astype(np.float32)
+        x = rng.normal(size=(n, dim)).astype(np.float32)
         meta = [{"g": i % 4} for i in range(n)]
         with vecpack.connect() as db:
-            col = db.create_collection("w", dim=24, codec=codec, index=index, multi_tenant=multi_tenant)
+            col = db.create_collection("w", dim=dim, codec=codec, index=index, multi_tenant=multi_tenant)
             tenant = "t" if multi_tenant else None
             col.add(list(range(n)), x, meta, tenant=tenant)
             for _ in range(2):  # growing rows, then sealed (and indexed) ones
@@ -159,6 +161,16 @@ def _exercise(codec: str, index: str = "flat", n: int = 96, multi_tenant: bool =
                     col.search(x[:m], 5, rerank=10, tenant=tenant)
                     col.search(x[:m], 5, where={"g": 1}, tenant=tenant)
                 col.optimize()
+
+    return run
+
+
+def _all(*workloads: Callable[[], None]) -> Callable[[], None]:
+    """One workload that runs several."""
+
+    def run() -> None:
+        for workload in workloads:
+            workload()
 
     return run
 
@@ -173,8 +185,10 @@ EXERCISES: list[tuple[str, Callable[[], None]]] = [
     ("graph", _exercise("int8", "graph", n=1_100)),
     ("ivf", _exercise("int8", "ivf", n=1_100)),
     ("tenants", _exercise("int8", "graph", n=1_100, multi_tenant=True)),
-    ("binary", _exercise("binary")),
-    ("pq", _exercise("pq8")),
+    # the binary kernels are compiled per code width (``binary.shape_token``): the widths of 384 and 256 dims
+    # (all-MiniLM-L6-v2, WordLlama); other widths compile on first use
+    ("binary", _all(_exercise("binary", n=1_100, dim=384), _exercise("binary", n=1_100, dim=256))),
+    ("pq", _exercise("pq8", n=1_100)),  # PQ trains on >= 256 rows: fewer would never encode
 ]
 
 
