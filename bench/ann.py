@@ -1,9 +1,9 @@
-"""ANN benchmark: vecpack's graph and IVF indexes against hnswlib, usearch and FAISS, in one run.
+"""ANN benchmark: vecpack's graph and IVF indexes against hnswlib, usearch, FAISS, ScaNN and SVS, in one run.
 
 For one dataset it builds every index with 2 threads, then sweeps each one's
-search knob (ef or nprobe) with 1 thread, one query per call (latency-style
-QPS = queries / total seconds, best of SWEEP_REPEATS rounds over every index), and
-records recall@10 against exact kNN.
+search knob (ef, nprobe, ScaNN's leaves_to_search or SVS's search_window_size) with
+1 thread, one query per call (latency-style QPS = queries / total seconds, best of
+SWEEP_REPEATS rounds over every index), and records recall@10 against exact kNN.
 
 * ours: ``graph`` over int8 codes, without re-rank (int8 ranks at recall ~0.99 on real
   embeddings, ~0.97 on the 1M synthetic set) and with 30 candidates re-ranked in float32,
@@ -11,6 +11,11 @@ records recall@10 against exact kNN.
   pq<d/8> codes re-ranked with float32 (FAISS IVF-PQ has the same code size but
   no re-rank, so it is also run raw). Searches go through ``vecpack.search.search_rows``,
   the pipeline ``Collection.search`` uses, minus the catalog lookups of ids.
+* peers (``vecpack.bench.ann_peers``): hnswlib, usearch and FAISS HNSW swept over
+  EF_SWEEP; FAISS IVF-SQ8 / IVF-PQ over NPROBE_SWEEP (capped at nlist); ScaNN
+  (tree + AH 2-dim blocks + re-order; one curve per re-order depth, 40 and 100)
+  over its leaves_to_search sweep; SVS Vamana (degree 32 and 64, float32, float16
+  and LVQ-8 where SVS supports the CPU) over its search window (the ef sweep).
 * memory: ours = codes + index arrays + live mask (float32 vectors stay on disk for
   re-ranking); peers as ``vecpack.bench.ann_peers`` measures them (serialised size).
 * build time: ours includes codec training and encoding.
@@ -156,10 +161,10 @@ def run(dataset: str, n_queries: int, out_dir: Path, which: list[str], ours: lis
     for p in peers:
         print(f"built {p.name} in {p.build_s:.1f}s", flush=True)
         curves.append({"name": p.name, "family": p.family, "build_s": p.build_s, "memory_bytes": p.memory_bytes,
-                       "knob": p.knob, "knobs": p.knob_values if p.family == "graph" else NPROBE_SWEEP,
+                       "knob": p.knob, "knobs": NPROBE_SWEEP if p.knob == "nprobe" else p.knob_values,
                        "search": (lambda qq, kn, p=p: p.search(qq, K, kn)), "note": p.note})
     for c in curves:
-        c["knobs"] = [kn for kn in c["knobs"] if c["family"] == "graph" or kn <= nlist]
+        c["knobs"] = [kn for kn in c["knobs"] if c["knob"] != "nprobe" or kn <= nlist]
     results = []
     for c, points in zip(curves, sweep(curves, q, truth), strict=True):
         results.append({k: v for k, v in c.items() if k not in ("search", "knobs")} | {
@@ -218,6 +223,12 @@ def markdown(r: dict[str, Any]) -> str:
                      f"build time {ours_graph['build_s'] / hnsw['build_s']:.2f}x (target <= 1.5x)")
     if usearch:
         lines.append(f"- graph QPS vs usearch: {_ratio(ours_graph['qps_at_target'], usearch['qps_at_target'])}")
+    for prefix in ("svs", "scann"):  # several curves each: against the fastest at the target
+        best = max((x for x in res if x["name"].startswith(prefix + " ")), key=lambda x: x["qps_at_target"] or 0,
+                   default=None)
+        if best:
+            lines.append(f"- graph QPS vs {best['name']} (the fastest {prefix} curve at recall {r['target_recall']}): "
+                         f"{_ratio(ours_graph['qps_at_target'], best['qps_at_target'])}")
     pq = f"vecpack ivf pq{r['dim'] // 8}"
     pairs = (("vecpack ivf int8", "faiss IndexIVFScalarQuantizer"), (pq, "faiss IndexIVFPQ"))
     for ours_name, peer_prefix in pairs:
@@ -261,7 +272,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="scifact")
     ap.add_argument("--queries", type=int, default=1000)
-    ap.add_argument("--peers", default="hnswlib,usearch,faiss-hnsw,faiss-ivf")
+    ap.add_argument("--peers", default="hnswlib,usearch,faiss-hnsw,faiss-ivf,scann,svs-vamana,svs-vamana-lvq8")
     ap.add_argument("--ours", default="graph,ivf", help="which of our index kinds to run")
     ap.add_argument("--out", type=Path, default=Path("docs/results"))
     a = ap.parse_args()

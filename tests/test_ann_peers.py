@@ -1,4 +1,4 @@
-"""ANN peers (hnswlib, usearch, FAISS HNSW / IVF): shapes, row ranges, recall, memory, skips."""
+"""ANN peers (hnswlib, usearch, FAISS HNSW / IVF, ScaNN, SVS Vamana): shapes, row ranges, recall, memory, skips."""
 
 from __future__ import annotations
 
@@ -8,11 +8,22 @@ import sys
 import numpy as np
 import pytest
 
-from vecpack.bench.ann_peers import ALL_PEERS, build_ann_peers, default_nlist, nprobe_sweep
+from vecpack.bench import ann_peers
+from vecpack.bench.ann_peers import (
+    ALL_PEERS,
+    SCANN_REORDER,
+    SVS_DEGREES,
+    build_ann_peers,
+    default_nlist,
+    leaves_sweep,
+    nprobe_sweep,
+    scann_num_leaves,
+)
 from vecpack.search import prepare
 
 N, D, M, K = 2000, 32, 100, 10
-HAVE = {name: importlib.util.find_spec(name) is not None for name in ("hnswlib", "usearch", "faiss")}
+HAVE = {name: importlib.util.find_spec(name) is not None for name in ("hnswlib", "usearch", "faiss", "scann", "svs")}
+KNOBS = {"graph": ("ef", "search_window_size"), "ivf": ("nprobe", "leaves_to_search")}
 # pq<m> (= pq4 at d=32: 4 bytes a vector) is code-limited well below 0.9 recall; pq32 checks the same
 # IndexIVFPQ plumbing with codes fine enough to be held to the 0.9 bar.
 MIN_RECALL = {"IndexIVFPQ(M=4,": 0.4}
@@ -44,15 +55,24 @@ def recall(rows: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(a.tolist()) & set(b.tolist())) for a, b in zip(rows, truth, strict=True)]) / K)
 
 
+def lvq_refused(skipped: list[str]) -> bool:
+    """SVS refuses LVQ builds on non-Intel CPUs; the LVQ peers are then skipped with its reason."""
+    return any(why.startswith("svs-vamana-lvq8 skipped: SVS refused") for why in skipped)
+
+
 def test_every_available_library_is_built(built):
     _, peers, skipped, _ = built
-    assert len(skipped) == sum(not ok for ok in HAVE.values())  # one reason per missing library, nothing else
-    assert all("not importable" in why for why in skipped)
+    missing = [why for why in skipped if "not importable" in why]
+    assert len(missing) == sum(not ok for ok in HAVE.values())  # one reason per missing library
+    assert len(skipped) == len(missing) + lvq_refused(skipped)  # and no other reason but an LVQ refusal
     families = {p.name.split()[0] for p in peers}
     assert families == {name for name, ok in HAVE.items() if ok}
     if not peers:
         pytest.skip("no ANN library importable")
-    assert len(peers) == HAVE["hnswlib"] + HAVE["usearch"] + 4 * HAVE["faiss"]
+    svs = len(SVS_DEGREES) * (3 - lvq_refused(skipped))  # float32, float16 and (unless refused) LVQ8, per degree
+    assert len(peers) == (
+        HAVE["hnswlib"] + HAVE["usearch"] + 4 * HAVE["faiss"] + len(SCANN_REORDER) * HAVE["scann"] + svs * HAVE["svs"]
+    )
 
 
 def test_rows_and_recall(built, corpus):
@@ -61,8 +81,7 @@ def test_rows_and_recall(built, corpus):
     if not peers:
         pytest.skip("no ANN library importable")
     for p in peers:
-        assert p.family in ("graph", "ivf")
-        assert p.knob == ("ef" if p.family == "graph" else "nprobe")
+        assert p.family in KNOBS and p.knob in KNOBS[p.family], p.name
         assert p.knob_values == sorted(set(p.knob_values)) and p.knob_values[0] >= 1
         assert p.memory_bytes > 0 and p.build_s >= 0
         for value in (p.knob_values[0], p.knob_values[-1]):
@@ -83,9 +102,15 @@ def test_sweeps_and_nlist(built):
     assert nprobe_sweep(nlist) == [1, 2, 4, 8, 16, 32, 64, 128]
     assert nprobe_sweep(20) == [1, 2, 4, 8, 16, 20]
     assert default_nlist(1) == 1
+    leaves = scann_num_leaves(N)
+    assert leaves == N // 100 == 20 and scann_num_leaves(100_000) == scann_num_leaves(10**7) == 1000
+    assert scann_num_leaves(60) == 1 and leaves_sweep(1) == [1]
+    assert leaves_sweep(20) == [1, 2, 3, 4, 6, 8, 12, 16, 20]
     for p in peers:
-        if p.family == "ivf":
+        if p.knob == "nprobe":
             assert p.knob_values == nprobe_sweep(nlist) and f"nlist={nlist}" in p.name
+        elif p.knob == "leaves_to_search":
+            assert p.knob_values == leaves_sweep(leaves) and f"leaves={leaves}" in p.name
 
 
 def test_small_corpus_pads_and_skips_pq():
@@ -96,7 +121,8 @@ def test_small_corpus_pads_and_skips_pq():
     x = rng.normal(size=(60, 16)).astype(np.float32)
     peers, skipped = build_ann_peers(x, "ip", threads=1, nlist=4, search_threads=2)
     if HAVE["faiss"]:
-        assert len(skipped) == 1 and "faiss-ivf-pq<m>" in skipped[0] and "256" in skipped[0]
+        faiss_skips = [why for why in skipped if why.startswith("faiss")]
+        assert len(faiss_skips) == 1 and "faiss-ivf-pq<m>" in faiss_skips[0] and "256" in faiss_skips[0]
     for p in peers:
         rows = p.search(x[:5], 70, p.knob_values[-1])
         assert rows.shape == (5, 70) and rows.dtype == np.int64, p.name
@@ -123,15 +149,17 @@ def test_faiss_threads_restored():
 
 
 def test_missing_libraries_are_skipped_with_reasons(monkeypatch):
-    for name in ("hnswlib", "usearch", "usearch.index", "faiss"):
+    for name in ("hnswlib", "usearch", "usearch.index", "faiss", "scann", "svs"):
         monkeypatch.setitem(sys.modules, name, None)  # import -> ImportError
     x = np.random.default_rng(3).normal(size=(300, 8)).astype(np.float32)
     peers, skipped = build_ann_peers(x, "cosine", threads=1)
     assert peers == []
-    assert len(skipped) == 3
+    assert len(skipped) == 5  # svs once for svs-vamana and svs-vamana-lvq8
     assert any(s.startswith("hnswlib peer skipped") for s in skipped)
     assert any(s.startswith("usearch peer skipped") for s in skipped)
     assert any("faiss is not importable" in s for s in skipped)
+    assert any(s.startswith("scann peer skipped") for s in skipped)
+    assert any(s.startswith("svs peer skipped") and "svs-vamana-lvq8" in s for s in skipped)
 
 
 def test_bad_arguments():
@@ -142,4 +170,35 @@ def test_bad_arguments():
         build_ann_peers(x, "l2", threads=1, which=("annoy",))
     with pytest.raises(ValueError, match="unknown IVF code"):
         build_ann_peers(x, "l2", threads=1, which=("faiss-ivf",), ivf_codes=("opq",))
-    assert set(ALL_PEERS) == {"hnswlib", "usearch", "faiss-hnsw", "faiss-ivf"}
+    assert set(ALL_PEERS) == {"hnswlib", "usearch", "faiss-hnsw", "faiss-ivf", "scann", "svs-vamana", "svs-vamana-lvq8"}
+
+
+def test_one_query_per_call_matches_the_batch(built, corpus):
+    """ScaNN searches one query with ``search`` and several with ``search_batched``; SVS takes both alike."""
+    _, peers, _, _ = built
+    q = corpus[1][:20]
+    new = [p for p in peers if p.name.split()[0] in ("scann", "svs")]
+    if not new:
+        pytest.skip("neither scann nor svs importable")
+    for p in new:
+        knob = p.knob_values[len(p.knob_values) // 2]
+        one = np.concatenate([p.search(q[i : i + 1], K, knob) for i in range(len(q))])
+        np.testing.assert_array_equal(one, p.search(q, K, knob), err_msg=p.name)
+
+
+@pytest.mark.skipif(not HAVE["svs"], reason="svs not importable")
+def test_svs_lvq_refusal_is_a_skip(monkeypatch):
+    """Where SVS refuses LVQ (non-Intel CPUs), the LVQ peers are skipped with its message; the others still build."""
+    why = "exit status 1: LVQ and Leanvec functionality of SVS is not supported on non-Intel hardware."
+    monkeypatch.setattr(ann_peers, "svs_lvq_refusal", lambda: why)
+    x = np.random.default_rng(4).normal(size=(200, 8)).astype(np.float32)
+    peers, skipped = build_ann_peers(x, "l2", threads=1, which=("svs-vamana", "svs-vamana-lvq8"))
+    assert skipped == [f"svs-vamana-lvq8 skipped: SVS refused the LVQ build ({why})"]
+    assert [p.name.split()[-1] for p in peers] == ["float32"] * len(SVS_DEGREES) + ["float16"] * len(SVS_DEGREES)
+
+
+def test_svs_lvq_probe_reports_the_childs_last_error_line(monkeypatch):
+    monkeypatch.setattr(ann_peers, "_LVQ_PROBE", "import sys; print('log', file=sys.stderr); sys.exit('refused here')")
+    assert ann_peers.svs_lvq_refusal.__wrapped__() == "exit status 1: refused here"
+    monkeypatch.setattr(ann_peers, "_LVQ_PROBE", "pass")
+    assert ann_peers.svs_lvq_refusal.__wrapped__() is None

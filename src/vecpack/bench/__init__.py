@@ -3,7 +3,7 @@
 The engine never imports this package; ``vecpack.cli`` imports it inside the ``bench`` and ``demo``
 commands, and the scripts under ``bench/`` import it. Modules: ``datasets`` (BEIR / MNIST loaders, the
 fitted synthetic generator), ``metrics`` (recall@k, nDCG@k), ``runner`` / ``report`` / ``ours`` /
-``peers`` (the benchmark below), ``ann_peers`` (hnswlib, usearch, FAISS HNSW / IVF), ``codec_peers``
+``peers`` (the benchmark below), ``ann_peers`` (hnswlib, usearch, FAISS HNSW / IVF, ScaNN, SVS Vamana), ``codec_peers``
 (FAISS codecs at a byte budget), ``timing``, ``serving`` (``vecpack serve`` as a child process),
 ``loadtest`` (``bench/load.py``), ``stress``, ``budget``, ``demo`` and ``pydoc`` (the demo's corpus).
 Importing the package loads none of them.

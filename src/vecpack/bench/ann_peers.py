@@ -1,4 +1,4 @@
-"""ANN peers (hnswlib, usearch, FAISS HNSW / IVF) built in-process for the graph and IVF benchmark.
+"""ANN peers (hnswlib, usearch, FAISS HNSW / IVF, ScaNN, SVS Vamana) built in-process for the graph and IVF benchmark.
 
 Each peer is built on the same corpus, in the same process, with the same
 build thread count, and exposes ``search(queries, k, knob) -> rows int64 (m, k)``
@@ -14,6 +14,28 @@ build thread count, and exposes ``search(queries, k, knob) -> rows int64 (m, k)`
   lists (default :func:`default_nlist`), trained on at most 100k rows (seeded
   sample); knob ``nprobe``. ``"faiss-ivf-sq8"``-style entries of ``which``
   select single codes.
+* ``scann`` (``scann.scann_ops_pybind``, the numpy API): ``builder(x, 10,
+  "dot_product" | "squared_l2").tree(num_leaves, training_sample_size=min(n, 100k))
+  .score_ah(2, anisotropic_quantization_threshold=0.2).reorder(100)``: a k-means
+  tree, asymmetric hashing with 2-dim blocks (16 centres a block, 4 bits a
+  dimension pair) and float32 re-ordering. ``num_leaves`` is
+  :func:`scann_num_leaves` (n // 100, in [1, 1000]: 1,000 leaves at 100k rows as
+  the issue runs, 20 at 2,000). One build, one peer per ``SCANN_REORDER`` depth
+  R (``pre_reorder_num_neighbors = max(R, k)``); knob ``leaves_to_search``
+  (:func:`leaves_sweep`). One query goes through ``searcher.search``, several
+  through ``search_batched`` (``search_batched_parallel`` when
+  ``search_threads > 1``).
+* ``svs-vamana`` (``scalable-vs``, import ``svs``): ``svs.Vamana.build(
+  VamanaBuildParameters(graph_max_degree=R, window_size=200), data, L2 | MIP)``
+  with the library's default alpha (1.2 for L2, 0.95 for MIP), for R in
+  ``SVS_DEGREES`` and data float32 and float16 (queries stay float32); knob
+  ``search_window_size`` (``index.search_window_size = max(w, k)``, the same
+  sweep as ef). ``svs-vamana-lvq8`` builds the same graphs over LVQ-8 codes
+  (``LVQLoader(VectorDataLoader(fvecs file), primary=8)``; writing the fvecs
+  file is not timed, compressing it is). SVS ships LVQ / LeanVec for Intel CPUs
+  only, and on others its check may end the process (``exit(1)`` in
+  ``svs/cpuid.h``), so an LVQ build is first tried once in a child process
+  (:func:`svs_lvq_refusal`); where it fails, the peer is skipped with SVS's message.
 
 Metrics: ``"l2"`` is squared L2, ``"ip"`` inner product, and ``"cosine"`` is
 both sides unit-normalised (``vecpack.search.prepare``) + inner product in every
@@ -40,6 +62,11 @@ links, ids, centroids), all of which these libraries keep in RAM:
   ``capacity`` are recorded in the peer's ``note``.
 * FAISS: ``faiss.serialize_index(index).nbytes`` (for IVF: codes, int64 ids,
   coarse centroids, quantizer parameters).
+* ScaNN: the summed file sizes of ``searcher.serialize(dir)`` (float32 dataset
+  for re-ordering, AH codes, datapoint -> leaf tokens, AH codebooks, the
+  partitioner's centroids, configs); both reorder peers report the one index.
+* SVS: the summed file sizes of ``index.save(config_dir, graph_dir, data_dir)``
+  (graph with R slots a vector, float32 / float16 / LVQ data, configs).
 
 Measured process RSS growth while building 200,000 x 32 float32 (ip, M=16,
 efC=200) against these figures: hnswlib 78 MB vs 55 MB file; usearch 77 MB
@@ -50,8 +77,11 @@ d=32 (less at larger d, where vectors dominate) and ~1.1x for FAISS.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -70,7 +100,15 @@ EF_SWEEP = (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 NPROBE_SWEEP = (1, 2, 4, 8, 16, 32, 64, 128)
 IVF_TRAIN_ROWS = 100_000
 PQ_NBITS = 8
-ALL_PEERS = ("hnswlib", "usearch", "faiss-hnsw", "faiss-ivf")
+SCANN_MAX_LEAVES = 1000
+SCANN_ROWS_PER_LEAF = 100  # twice ScaNN's min_partition_size (50)
+SCANN_AH_DIMS = 2
+SCANN_AVQ_THRESHOLD = 0.2
+SCANN_REORDER = (40, 100)
+LEAVES_SWEEP = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+SVS_DEGREES = (32, 64)
+SVS_BUILD_WINDOW = EF_CONSTRUCTION
+ALL_PEERS = ("hnswlib", "usearch", "faiss-hnsw", "faiss-ivf", "scann", "svs-vamana", "svs-vamana-lvq8")
 METRICS = ("cosine", "ip", "l2")
 
 
@@ -78,8 +116,9 @@ METRICS = ("cosine", "ip", "l2")
 class AnnPeer:
     """One built ANN index: ``search(queries float32 (m, d), k, knob_value) -> rows int64 (m, k)``, -1 = missing.
 
-    ``family`` is ``"graph"`` or ``"ivf"``; ``knob`` is ``"ef"`` or ``"nprobe"``
-    and ``knob_values`` the sweep to run. ``memory_bytes`` is measured as the
+    ``family`` is ``"graph"`` or ``"ivf"``; ``knob`` is ``"ef"``, ``"search_window_size"``
+    (SVS; graph), ``"nprobe"`` or ``"leaves_to_search"`` (ScaNN; ivf) and ``knob_values``
+    the sweep to run. ``memory_bytes`` is measured as the
     module docstring says; ``note`` says how, per peer.
     """
 
@@ -101,6 +140,21 @@ def default_nlist(n: int) -> int:
 def nprobe_sweep(nlist: int) -> list[int]:
     """``NPROBE_SWEEP`` capped at ``nlist`` (so ``nlist`` itself, the exhaustive probe, ends a short sweep)."""
     return sorted({min(p, nlist) for p in NPROBE_SWEEP})
+
+
+def scann_num_leaves(n: int) -> int:
+    """ScaNN tree leaves for ``n`` vectors: n // SCANN_ROWS_PER_LEAF, in [1, SCANN_MAX_LEAVES]."""
+    return max(1, min(SCANN_MAX_LEAVES, n // SCANN_ROWS_PER_LEAF))
+
+
+def leaves_sweep(num_leaves: int) -> list[int]:
+    """``LEAVES_SWEEP`` capped at ``num_leaves`` (so searching every leaf ends a short sweep)."""
+    return sorted({min(v, num_leaves) for v in LEAVES_SWEEP})
+
+
+def _dir_bytes(path: str) -> int:
+    """Summed size of the files under ``path``."""
+    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)
 
 
 @contextmanager
@@ -266,6 +320,153 @@ def _build_faiss_ivf(
     return AnnPeer(name, "ivf", build_s, memory, "nprobe", search, nprobe_sweep(nlist), note)
 
 
+def _build_scann(x: np.ndarray, metric: str, threads: int, search_threads: int) -> tuple[list[AnnPeer], str | None]:
+    try:
+        from scann import scann_ops_pybind
+    except ImportError as exc:
+        return [], f"scann peer skipped: scann is not importable ({exc})"
+    n = x.shape[0]
+    leaves = scann_num_leaves(n)
+    with quiet_stderr():  # absl logs the partitioner's training
+        t0 = time.perf_counter()
+        builder = scann_ops_pybind.builder(x, 10, "squared_l2" if metric == "l2" else "dot_product")
+        builder.set_n_training_threads(threads)
+        searcher = (
+            builder.tree(num_leaves=leaves, num_leaves_to_search=leaves, training_sample_size=min(n, IVF_TRAIN_ROWS))
+            .score_ah(SCANN_AH_DIMS, anisotropic_quantization_threshold=SCANN_AVQ_THRESHOLD)
+            .reorder(max(SCANN_REORDER))
+            .build()
+        )
+        build_s = time.perf_counter() - t0
+    searcher.set_num_threads(search_threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        searcher.serialize(tmp)
+        memory = _dir_bytes(tmp)
+
+    def make_search(reorder: int) -> Callable[[np.ndarray, int, int], np.ndarray]:
+        def search(q: np.ndarray, k: int, leaves_to_search: int) -> np.ndarray:
+            qp = prepare(q, metric)
+            m, kk = qp.shape[0], min(k, n)
+            if m == 0 or kk == 0:
+                return np.full((m, k), -1, dtype=np.int64)
+            args = {
+                "final_num_neighbors": kk,
+                "leaves_to_search": max(1, min(leaves_to_search, leaves)),
+                "pre_reorder_num_neighbors": max(reorder, kk),
+            }
+            if m == 1:
+                idx, dist = searcher.search(qp[0], **args)
+                idx, dist = idx[None, :], dist[None, :]
+            elif search_threads > 1:
+                idx, dist = searcher.search_batched_parallel(qp, **args)
+            else:
+                idx, dist = searcher.search_batched(qp, **args)
+            # a batch pads short result lists with row 0 at distance NaN
+            return _padded(np.where(np.isnan(dist), -1, idx.astype(np.int64)), m, k)
+
+        return search
+
+    peers = []
+    for reorder in SCANN_REORDER:
+        name = f"scann tree-AH{SCANN_AH_DIMS} leaves={leaves} reorder={reorder}"
+        note = f"memory: serialize() file sizes; one build shared by the reorder {SCANN_REORDER} curves"
+        peers.append(
+            AnnPeer(name, "ivf", build_s, memory, "leaves_to_search", make_search(reorder), leaves_sweep(leaves), note)
+        )
+    return peers, None
+
+
+def _build_svs_one(
+    svs: Any, x: np.ndarray, metric: str, threads: int, search_threads: int, degree: int, storage: str, tmp: str
+) -> AnnPeer:
+    n = x.shape[0]
+    params = svs.VamanaBuildParameters(graph_max_degree=degree, window_size=SVS_BUILD_WINDOW)
+    distance = svs.DistanceType.L2 if metric == "l2" else svs.DistanceType.MIP
+    if storage == "lvq8":
+        path = os.path.join(tmp, "data.fvecs")
+        if not os.path.exists(path):
+            svs.write_vecs(x, path)
+        t0 = time.perf_counter()
+        loader = svs.LVQLoader(svs.VectorDataLoader(path, svs.DataType.float32), primary=8)
+        index = svs.Vamana.build(params, loader, distance, num_threads=threads)
+    else:
+        t0 = time.perf_counter()
+        data = x if storage == "float32" else x.astype(np.float16)
+        index = svs.Vamana.build(params, data, distance, num_threads=threads)
+    build_s = time.perf_counter() - t0
+    index.num_threads = search_threads
+    saved = os.path.join(tmp, f"index_{degree}_{storage}")
+    os.makedirs(saved)
+    index.save(os.path.join(saved, "config"), os.path.join(saved, "graph"), os.path.join(saved, "data"))
+    memory = _dir_bytes(saved)
+
+    def search(q: np.ndarray, k: int, window: int) -> np.ndarray:
+        qp = prepare(q, metric)
+        m, kk = qp.shape[0], min(k, n)  # k > n would return invalid rows
+        if m == 0 or kk == 0:
+            return np.full((m, k), -1, dtype=np.int64)
+        index.search_window_size = max(window, kk)
+        rows, _ = index.search(qp, kk)
+        return _padded(rows.astype(np.int64), m, k)
+
+    name = f"svs Vamana R={degree} L={SVS_BUILD_WINDOW} {storage.upper() if storage == 'lvq8' else storage}"
+    note = "memory: index.save() file sizes (config, graph, data)"
+    return AnnPeer(name, "graph", build_s, memory, "search_window_size", search, list(EF_SWEEP), note)
+
+
+_LVQ_PROBE = """
+import os, tempfile
+import numpy as np
+import svs
+x = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, "x.fvecs")
+    svs.write_vecs(x, path)
+    loader = svs.LVQLoader(svs.VectorDataLoader(path, svs.DataType.float32), primary=8)
+    params = svs.VamanaBuildParameters(graph_max_degree=8, window_size=16)
+    svs.Vamana.build(params, loader, svs.DistanceType.L2, num_threads=1).search(x[:2], 3)
+"""
+
+
+@functools.cache
+def svs_lvq_refusal() -> str | None:
+    """None if SVS builds and searches a tiny LVQ-8 index in a child process, else why not (its last stderr line)."""
+    try:
+        done = subprocess.run([sys.executable, "-c", _LVQ_PROBE], capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"LVQ probe did not run: {exc}"
+    if done.returncode == 0:
+        return None
+    lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+    return f"exit status {done.returncode}: {lines[-1] if lines else 'no message'}"
+
+
+def _build_svs(
+    x: np.ndarray, metric: str, threads: int, search_threads: int, storages: Sequence[str]
+) -> tuple[list[AnnPeer], list[str]]:
+    try:
+        import svs
+    except ImportError as exc:
+        return [], [f"svs peer skipped: svs (scalable-vs) is not importable ({exc}) (svs-vamana, svs-vamana-lvq8)"]
+    peers: list[AnnPeer] = []
+    skipped: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for storage in storages:
+            refusal = svs_lvq_refusal() if storage == "lvq8" else None
+            if refusal is not None:  # SVS's LVQ / LeanVec run on Intel CPUs only
+                skipped.append(f"svs-vamana-lvq8 skipped: SVS refused the LVQ build ({refusal})")
+                continue
+            for degree in SVS_DEGREES:
+                try:
+                    peers.append(_build_svs_one(svs, x, metric, threads, search_threads, degree, storage, tmp))
+                except Exception as exc:
+                    if storage != "lvq8":
+                        raise
+                    skipped.append(f"svs-vamana-lvq8 skipped: SVS refused the LVQ build ({exc})")
+                    break
+    return peers, skipped
+
+
 def build_ann_peers(
     x: np.ndarray,
     metric: str,
@@ -279,11 +480,13 @@ def build_ann_peers(
     """Build the requested peers on corpus ``x`` (n, d); return (peers, skipped-with-reason messages).
 
     ``which`` holds names from ``ALL_PEERS``; ``"faiss-ivf"`` builds one peer per
-    ``ivf_codes`` entry and ``"faiss-ivf-<code>"`` just that code. ``threads`` is
+    ``ivf_codes`` entry and ``"faiss-ivf-<code>"`` just that code; ``"scann"``
+    one peer per ``SCANN_REORDER`` depth; ``"svs-vamana"`` one per degree and
+    float32 / float16, ``"svs-vamana-lvq8"`` one per degree. ``threads`` is
     used to build, ``search_threads`` by every ``search``. A peer whose library
-    is not importable, or whose IVF code does not fit (d % m, too few training
-    rows), is skipped with a reason. Unknown names, metrics or codes raise
-    ValueError.
+    is not importable, whose IVF code does not fit (d % m, too few training
+    rows), or whose LVQ build SVS refuses (non-Intel CPU), is skipped with a
+    reason. Unknown names, metrics or codes raise ValueError.
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
@@ -305,17 +508,27 @@ def build_ann_peers(
     peers: list[AnnPeer] = []
     skipped: list[str] = []
 
-    def keep(result: tuple[AnnPeer | None, str | None]) -> None:
+    def keep(result: tuple[AnnPeer | list[AnnPeer] | None, str | list[str] | None]) -> None:
         peer, why = result
-        if peer is not None:
+        if isinstance(peer, AnnPeer):
             peers.append(peer)
-        if why is not None:
+        elif peer:
+            peers.extend(peer)
+        if isinstance(why, str):
             skipped.append(why)
+        elif why:
+            skipped.extend(why)
 
     if "hnswlib" in which:
         keep(_build_hnswlib(xp, metric, threads, search_threads))
     if "usearch" in which:
         keep(_build_usearch(xp, metric, threads, search_threads))
+    if "scann" in which:
+        keep(_build_scann(xp, metric, threads, search_threads))
+    storages = ["float32", "float16"] if "svs-vamana" in which else []
+    storages += ["lvq8"] if "svs-vamana-lvq8" in which else []
+    if storages:
+        keep(_build_svs(xp, metric, threads, search_threads, storages))
     if "faiss-hnsw" in which or parsed:
         faiss, why = import_faiss()
         if faiss is None:
