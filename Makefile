@@ -61,6 +61,7 @@ bench: $(VENV)/.bench+embed+server.stamp
 	$(BIN)/python bench/stress.py --seconds 600 --writers 2 --readers 2 --http --out docs/results
 	$(BIN)/python bench/cold_start.py --out docs/results
 	$(BIN)/python bench/maintenance_load.py --out docs/results
+	$(BIN)/python bench/overhead.py --out docs/results
 
 clean:
 	rm -rf $(VENV) build *.egg-info
