@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import vecpack
+from vecpack.codecs.pq import PQCodec
 from vecpack.kernels import exact, kmeans, pq, scalar, topk, twins, warm
 
 M, B, K = 20, 300, 10
@@ -97,8 +98,10 @@ def test_twin_int8_codes_match_the_kernel(rng):
 def test_twin_kmeans_and_pq_codes_match_the_kernels(monkeypatch, rng):
     x = rng.normal(size=(3000, 8)).astype(np.float32)
     centroids = x[:64].copy()
-    labels, dist = kmeans._assign_small(x, np.ascontiguousarray(centroids.T))
-    twin_labels, twin_dist = twins.nearest_centroids(x, centroids)
+    labels, dist = kmeans.assign(x, centroids)  # the numba loop
+    with monkeypatch.context() as patch:
+        patch.setattr(warm, "ready", lambda group: False)  # the BLAS products
+        twin_labels, twin_dist = kmeans.assign(x, centroids)
     assert np.mean(twin_labels == labels) > 0.999  # a near-tie may round the other way
     np.testing.assert_allclose(twin_dist, dist, rtol=1e-4, atol=1e-4)
     means, counts = kmeans._update(x, labels, 64)
@@ -106,10 +109,13 @@ def test_twin_kmeans_and_pq_codes_match_the_kernels(monkeypatch, rng):
     np.testing.assert_array_equal(twin_counts, counts)
     np.testing.assert_allclose(twin_means, means, rtol=1e-6, atol=1e-7)
     cb = np.stack([kmeans.kmeans(x[:, 4 * s : 4 * s + 4], 32, seed=s) for s in range(2)])  # (M, K, ds)
+    codec = PQCodec(8, "l2", "pq2", 2)
+    codec.centroids, codec.trained = cb, True
     codes = pq.pq_encode(x, cb)
-    assert np.mean(twins.pq_encode(x, cb) == codes) > 0.999
+    np.testing.assert_array_equal(codec.encode(x), codes)
     np.testing.assert_array_equal(twins.pq_decode(codes, cb), pq.pq_decode(codes, cb))
-    monkeypatch.setattr(warm, "ready", lambda group: False)  # the whole k-means through the twins
+    monkeypatch.setattr(warm, "ready", lambda group: False)  # the whole k-means and PQ encode in numpy
+    assert np.mean(codec.encode(x) == codes) > 0.999
     twin_cb = kmeans.kmeans(x[:, :4], 32, seed=0)
     assert np.abs(twin_cb - cb[0]).max() < 0.05  # a flipped near-tie moves the centroids a little
 

@@ -13,7 +13,7 @@ import numpy as np
 from vecpack.codecs.base import Codec, DecodeScorer, Probe, Scorer
 from vecpack.errors import InvalidInput
 from vecpack.kernels import twins, warm
-from vecpack.kernels.kmeans import kmeans
+from vecpack.kernels.kmeans import assign, kmeans
 from vecpack.kernels.pq import lut_scan, pq_decode, pq_encode
 from vecpack.kernels.probe import LUT
 
@@ -44,7 +44,12 @@ class PQCodec(Codec):
         self.centroids = np.stack([kmeans(sub, K, seed=s) for s, sub in enumerate(subspaces)])
 
     def _encode(self, x):
-        return (pq_encode if warm.ready("pq") else twins.pq_encode)(x, self.centroids)
+        if warm.ready("pq"):
+            return pq_encode(x, self.centroids)
+        ds = self.sub_dim  # the kernel compiles (``kernels.warm``): one numpy assignment per sub-space meanwhile
+        labels = [assign(np.ascontiguousarray(x[:, s * ds : (s + 1) * ds], dtype=np.float32), self.centroids[s])[0]
+                  for s in range(self.n_sub)]
+        return np.stack(labels, axis=1).astype(np.uint8)
 
     def decode(self, codes):
         return (pq_decode if warm.ready("pq") else twins.pq_decode)(np.ascontiguousarray(codes), self.centroids)

@@ -66,12 +66,11 @@ def _assign_small(x, centroids_t):
 def assign(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Nearest centroid (int64 (n,)) and squared distance (float32 (n,)) of x (n, d) to centroids (k, d).
 
-    Up to SMALL_DIM dimensions, a numba loop; above, |x|^2 - 2 <x, c> + |c|^2 with the products
-    in BLAS, block by block.
+    Up to SMALL_DIM dimensions, a numba loop (once the "pq" warm-up group compiled it); above, or meanwhile,
+    |x|^2 - 2 <x, c> + |c|^2 with the products in BLAS, block by block (a near-tie may then go to the other
+    centroid than the loop's exact differences choose).
     """
-    if x.shape[1] <= SMALL_DIM:
-        if not warm.ready("pq"):
-            return twins.nearest_centroids(np.asarray(x, np.float32), centroids)
+    if x.shape[1] <= SMALL_DIM and warm.ready("pq"):
         return _assign_small(np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(centroids.T))
     c_sq = np.einsum("ij,ij->i", centroids, centroids)
     labels = np.empty(x.shape[0], dtype=np.int64)

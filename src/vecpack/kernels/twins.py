@@ -71,37 +71,11 @@ def u8_decode(codes: np.ndarray, lo: np.ndarray, step: np.ndarray) -> np.ndarray
     return (lo + step * codes.astype(np.float32)).astype(np.float32)
 
 
-def nearest_centroids(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``kmeans._assign_small``: nearest centroid int64 (n,) and squared distance float32 (n,) of x (n, ds) to
-    centroids (k, ds); with the products in BLAS (as ``kmeans.assign`` above SMALL_DIM): a near-tie may go to
-    the other centroid than the kernel's exact differences choose."""
-    c_sq = np.einsum("ij,ij->i", centroids, centroids)
-    labels = np.empty(x.shape[0], np.int64)
-    dist = np.empty(x.shape[0], np.float32)
-    step = max(1, (1 << 20) // centroids.shape[0])  # (step, k) distances at a time: ~4 MB
-    for a in range(0, x.shape[0], step):
-        xb = x[a : a + step]
-        d = c_sq[None, :] - 2.0 * (xb @ centroids.T)
-        best = np.argmin(d, axis=1)
-        labels[a : a + step] = best
-        dist[a : a + step] = np.maximum(d[np.arange(xb.shape[0]), best] + np.einsum("ij,ij->i", xb, xb), 0.0)
-    return labels, dist
-
-
 def cluster_means(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """``kmeans._update``: each cluster's mean float32 (k, d) (zeros for an empty one) and sizes int64 (k,)."""
     counts = np.bincount(labels, minlength=k)
     sums = np.stack([np.bincount(labels, weights=x[:, j], minlength=k) for j in range(x.shape[1])], axis=1)
     return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32), counts
-
-
-def pq_encode(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """``pq.pq_encode``: uint8 (n, M) codes, the nearest of the centroids (M, K, ds) in each sub-space of x."""
-    n_sub, _, ds = centroids.shape
-    codes = np.empty((x.shape[0], n_sub), np.uint8)
-    for m in range(n_sub):
-        codes[:, m] = nearest_centroids(np.asarray(x[:, m * ds : (m + 1) * ds], np.float32), centroids[m])[0]
-    return codes
 
 
 def pq_decode(codes: np.ndarray, centroids: np.ndarray) -> np.ndarray:

@@ -135,9 +135,7 @@ class Store:
             if self.closed:
                 raise self._closed_error()
             try:
-                log, found = self.db.records_at(rows, "vectors_file")
-                # absent only from a catalog that never left its first files (set at creation since schema 1)
-                return (log if log is not None else manifest.get(self.db, "vectors_file")), found
+                return self.db.records_at(rows, "vectors_file")
             except sqlite3.Error as exc:
                 raise storage_error(exc, self.path) from exc
 
